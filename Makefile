@@ -1,0 +1,82 @@
+# Aegis: the two Quick-start commands are `make demo` and `make test` (see README.md).
+# Both install the Debian packages they need first (idempotent), so they work on a fresh Debian 12.
+
+SHELL := /bin/bash
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+JOBS ?= $(shell nproc)
+PYTHON := /usr/bin/python3
+FIXTURES := $(abspath $(BUILD))/fixtures
+FUZZ_SECONDS ?= 20
+
+DEB_PACKAGES := cmake ninja-build g++ ccache pkg-config libcli11-dev nlohmann-json3-dev libarchive-dev \
+  zlib1g-dev libgtest-dev libbenchmark-dev clang-14 libclang-rt-14-dev \
+  python3 python3-torch python3-numpy python3-joblib python3-sklearn python3-py7zr p7zip-full libopenblas0-pthread
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build demo test test-release test-asan fuzz-smoke fixtures fuzz bench clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:" $$missing; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(BUILD)/build.ninja:
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAEGIS_FIXTURE_DIR=$(FIXTURES)
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Scans the shipped example folder: benign files pass, the malicious ones are reported (exit 1 expected).
+demo: build
+	@echo "== aegis scan examples/ =="
+	@./$(BUILD)/aegis scan examples/ --format table; status=$$?; \
+	echo "(exit status $$status: 0 clean, 1 findings at or above --fail-on, 2 error)"; [ $$status -le 1 ]
+
+fixtures: deps
+	$(PYTHON) tests/fixtures/make_fixtures.py $(FIXTURES)
+
+test-release: build fixtures
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+# The whole suite again under AddressSanitizer and UBSan.
+test-asan: deps fixtures
+	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DAEGIS_SANITIZE=ON -DAEGIS_BENCH=OFF \
+	  -DAEGIS_FIXTURE_DIR=$(FIXTURES)
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
+
+# Builds the libFuzzer targets with clang and runs each briefly over the fixtures (a smoke run;
+# `make fuzz FUZZ_SECONDS=600` is the long local run).
+fuzz-smoke: deps fixtures
+	cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang-14 \
+	  -DCMAKE_CXX_COMPILER=clang++-14 -DAEGIS_FUZZ=ON -DAEGIS_TESTS=OFF -DAEGIS_BENCH=OFF
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+	@for fuzzer in $(FUZZ_BUILD)/fuzz/*_fuzzer; do \
+	  name=$$(basename $$fuzzer); work=$$(mktemp -d); \
+	  echo "== $$name for $(FUZZ_SECONDS)s"; \
+	  $$fuzzer -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+	    $$work $(FIXTURES)/benign $(FIXTURES)/malicious $(FIXTURES)/malformed > $$work.log 2>&1; \
+	  status=$$?; grep -E 'stat::number_of_executed_units|ERROR|SUMMARY' $$work.log; \
+	  if [ $$status -ne 0 ]; then tail -n 60 $$work.log; echo "$$name FAILED (exit $$status)"; exit 1; fi; \
+	  rm -rf $$work $$work.log; \
+	done; echo "fuzz smoke: all targets ran without a crash"
+
+fuzz: FUZZ_SECONDS=600
+fuzz: fuzz-smoke
+
+test: test-release test-asan fuzz-smoke
+	@echo "All test stages passed."
+
+bench: build
+	./$(BUILD)/bench/aegis_bench
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,36 @@
+// The `aegis` command line: one subcommand per capability, all with the same face (see DESIGN.md).
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "aegis/cli/scan_command.h"
+#include "aegis/core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Aegis: AI-security toolkit. Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or I/O error."};
+  app.set_version_flag("--version", std::string("aegis ") + AEGIS_VERSION);
+  app.set_config("--config", "", "read options from a TOML or INI file");
+  app.require_subcommand(1);
+  int exit_code = 0;
+  aegis::cli::register_scan_command(app, exit_code);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "aegis: " << e.what() << "\n";
+    std::cerr << "Run 'aegis --help' or 'aegis scan --help' for usage.\n";
+    return 2;
+  } catch (const aegis::core::Error& e) {
+    std::cerr << "aegis: " << e.what() << "\n";
+    if (!e.hint().empty()) std::cerr << "what to do: " << e.hint() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "aegis: unexpected error: " << e.what() << "\n";
+    return 2;
+  }
+  return exit_code;
+}

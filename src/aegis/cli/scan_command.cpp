@@ -1,0 +1,81 @@
+#include "aegis/cli/scan_command.h"
+
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "aegis/cli/common_options.h"
+#include "aegis/core/progress.h"
+#include "aegis/scan/scan.h"
+
+namespace aegis::cli {
+
+namespace {
+
+struct ScanFlags {
+  CommonOptions common;
+  std::vector<std::string> paths;
+  std::vector<std::string> allow;
+  std::vector<std::string> allow_files;
+  std::size_t threads = 0;
+  std::size_t max_depth = 6;
+  bool no_crc = false;
+  bool follow_symlinks = false;
+  std::uint64_t max_inflated_mb = 4096;
+};
+
+int run_scan(const ScanFlags& flags) {
+  scan::CallablePolicy policy;
+  for (const auto& name : flags.allow) policy.allow(name);
+  for (const auto& file : flags.allow_files) policy.allow_file(file);
+  scan::ScanOptions options;
+  options.threads = flags.threads;
+  options.max_container_depth = flags.max_depth;
+  options.check_zip_crc = !flags.no_crc;
+  options.follow_symlinks = flags.follow_symlinks;
+  options.zip_limits.max_inflated_size = flags.max_inflated_mb << 20;
+  options.archive_limits.max_entry_size = flags.max_inflated_mb << 20;
+  scan::ModelScanner scanner(std::move(policy), options);
+
+  core::Progress progress("scanning", progress_wanted(flags.common));
+  auto result = scanner.scan(flags.paths, &progress);
+
+  core::ReportContext context;
+  context.command = "scan";
+  context.inputs = flags.paths;
+  context.summary = core::summarize(result.findings);
+  context.summary.files_scanned = 0;
+  for (const auto& file : result.files)
+    if (!file.skipped) ++context.summary.files_scanned;
+  context.summary.bytes_scanned = result.bytes;
+  nlohmann::ordered_json files = nlohmann::ordered_json::array();
+  for (const auto& file : result.files)
+    files.push_back({{"path", file.path},
+                     {"format", file.format},
+                     {"size", file.size},
+                     {"findings", file.findings},
+                     {"skipped", file.skipped}});
+  context.extra_json = nlohmann::ordered_json{{"files", files}}.dump();
+  return finish_command(flags.common, result.findings, context);
+}
+
+}  // namespace
+
+void register_scan_command(CLI::App& app, int& exit_code) {
+  auto flags = std::make_shared<ScanFlags>();
+  auto* command = app.add_subcommand(
+      "scan", "Statically analyse model artifacts (pickle, PyTorch, joblib, NumPy, safetensors, archives) without loading them");
+  command->add_option("paths", flags->paths, "files or directories to scan")->required();
+  add_common_options(*command, flags->common);
+  command->add_option("--allow", flags->allow, "accept a callable you trust: module.name, or module.* (repeatable)");
+  command->add_option("--allow-file", flags->allow_files, "file of accepted callables, one module.name per line")
+      ->check(CLI::ExistingFile);
+  command->add_option("--threads,-j", flags->threads, "worker threads (default: one per core)");
+  command->add_option("--max-depth", flags->max_depth, "deepest nesting of archives to open")->check(CLI::Range(1, 32));
+  command->add_option("--max-inflate-mb", flags->max_inflated_mb, "largest decompressed member to inspect, in MiB")
+      ->check(CLI::Range(1, 1 << 20));
+  command->add_flag("--no-crc", flags->no_crc, "skip CRC checks of zip members that are read");
+  command->add_flag("--follow-symlinks", flags->follow_symlinks, "follow symbolic links while walking directories");
+  command->callback([flags, &exit_code] { exit_code = run_scan(*flags); });
+}
+
+}  // namespace aegis::cli

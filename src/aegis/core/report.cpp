@@ -1,0 +1,277 @@
+#include "aegis/core/report.h"
+
+#include <algorithm>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+
+namespace aegis::core {
+
+using nlohmann::ordered_json;
+
+std::optional<ReportFormat> parse_report_format(std::string_view text) {
+  if (text == "table") return ReportFormat::Table;
+  if (text == "json") return ReportFormat::Json;
+  if (text == "sarif") return ReportFormat::Sarif;
+  if (text == "markdown" || text == "md") return ReportFormat::Markdown;
+  return std::nullopt;
+}
+
+namespace {
+
+std::string location_text(const Location& location) {
+  std::string text = location.file;
+  if (!location.member.empty()) text += "!" + location.member;
+  if (location.offset) text += " @" + std::to_string(*location.offset);
+  return text;
+}
+
+ordered_json finding_json(const Finding& finding) {
+  ordered_json location = {{"file", finding.location.file}};
+  if (!finding.location.member.empty()) location["member"] = finding.location.member;
+  if (finding.location.offset) location["offset"] = *finding.location.offset;
+  return {{"rule_id", finding.rule_id},
+          {"severity", to_string(finding.severity)},
+          {"title", finding.title},
+          {"location", location},
+          {"evidence", finding.evidence},
+          {"atlas", finding.atlas},
+          {"nist_ai_rmf", finding.nist_ai_rmf},
+          {"remediation", finding.remediation}};
+}
+
+ordered_json summary_json(const ReportContext& context, std::size_t count) {
+  ordered_json by_severity = ordered_json::object();
+  for (int s = static_cast<int>(Severity::Critical); s >= 0; --s)
+    by_severity[std::string(to_string(static_cast<Severity>(s)))] = context.summary.counts[s];
+  return {{"files", context.summary.files_scanned},
+          {"bytes", context.summary.bytes_scanned},
+          {"findings", count},
+          {"by_severity", by_severity},
+          {"highest", context.summary.highest ? ordered_json(to_string(*context.summary.highest)) : ordered_json()}};
+}
+
+void write_json(std::ostream& out, const std::vector<Finding>& findings, const ReportContext& context) {
+  ordered_json doc;
+  doc["aegis"] = {{"version", AEGIS_VERSION}, {"command", context.command}};
+  doc["inputs"] = context.inputs;
+  doc["findings"] = ordered_json::array();
+  for (const auto& finding : findings) doc["findings"].push_back(finding_json(finding));
+  doc["summary"] = summary_json(context, findings.size());
+  if (!context.extra_json.empty()) {
+    auto extra = ordered_json::parse(context.extra_json, nullptr, false);
+    if (extra.is_object())
+      for (auto& [key, value] : extra.items()) doc[key] = value;
+  }
+  out << doc.dump(2) << "\n";
+}
+
+// SARIF levels: GitHub code scanning maps error/warning/note; the numeric security-severity
+// property decides how GitHub labels a security alert (critical >= 9.0, high >= 7.0, ...).
+std::string_view sarif_level(Severity severity) {
+  switch (severity) {
+    case Severity::Critical:
+    case Severity::High: return "error";
+    case Severity::Medium: return "warning";
+    default: return "note";
+  }
+}
+
+std::string_view security_severity(Severity severity) {
+  switch (severity) {
+    case Severity::Critical: return "9.8";
+    case Severity::High: return "8.0";
+    case Severity::Medium: return "5.5";
+    case Severity::Low: return "3.0";
+    default: return "0.0";
+  }
+}
+
+std::string fingerprint(const Finding& finding) {
+  std::size_t h = std::hash<std::string>{}(finding.rule_id + "\n" + finding.location.file + "\n" +
+                                           finding.location.member + "\n" + finding.title);
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%016zx", h);
+  return buffer;
+}
+
+std::string sarif_uri(const std::string& path) {
+  // Relative paths stay relative to the checkout (GitHub resolves them); absolute ones become file URIs.
+  std::string uri;
+  if (!path.empty() && path.front() == '/') uri = "file://";
+  for (unsigned char c : path) {
+    if (std::isalnum(c) || std::string_view("/-_.~").find(static_cast<char>(c)) != std::string_view::npos) {
+      uri += static_cast<char>(c);
+    } else {
+      char buffer[4];
+      std::snprintf(buffer, sizeof buffer, "%%%02X", c);
+      uri += buffer;
+    }
+  }
+  if (uri.starts_with("./")) uri.erase(0, 2);
+  return uri;
+}
+
+void write_sarif(std::ostream& out, const std::vector<Finding>& findings, const ReportContext& context) {
+  ordered_json rules = ordered_json::array();
+  std::map<std::string, std::size_t> rule_index;
+  for (const auto& finding : findings) {
+    if (rule_index.contains(finding.rule_id)) {
+      // a rule keeps the highest severity any of its results had
+      auto& rule = rules[rule_index[finding.rule_id]];
+      double current = std::stod(rule["properties"]["security-severity"].get<std::string>());
+      if (std::stod(std::string(security_severity(finding.severity))) > current) {
+        rule["properties"]["security-severity"] = security_severity(finding.severity);
+        rule["defaultConfiguration"]["level"] = sarif_level(finding.severity);
+      }
+      continue;
+    }
+    rule_index[finding.rule_id] = rules.size();
+    ordered_json tags = {"security"};
+    for (const auto& id : finding.atlas) tags.push_back("atlas/" + id);
+    rules.push_back({{"id", finding.rule_id},
+                     {"name", finding.rule_id},
+                     {"shortDescription", {{"text", finding.title}}},
+                     {"help", {{"text", finding.remediation.empty() ? finding.title : finding.remediation}}},
+                     {"defaultConfiguration", {{"level", sarif_level(finding.severity)}}},
+                     {"properties", {{"tags", tags}, {"security-severity", security_severity(finding.severity)}}}});
+  }
+  ordered_json results = ordered_json::array();
+  for (const auto& finding : findings) {
+    ordered_json physical = {{"artifactLocation", {{"uri", sarif_uri(finding.location.file)}}}};
+    if (finding.location.offset && finding.location.member.empty())
+      physical["region"] = {{"byteOffset", *finding.location.offset}};
+    std::string message = finding.title;
+    if (!finding.location.member.empty()) message += " [in " + finding.location.member + "]";
+    if (!finding.evidence.empty()) message += ". Evidence: " + finding.evidence;
+    ordered_json result = {{"ruleId", finding.rule_id},
+                           {"ruleIndex", rule_index[finding.rule_id]},
+                           {"level", sarif_level(finding.severity)},
+                           {"message", {{"text", message}}},
+                           {"locations", ordered_json::array({{{"physicalLocation", physical}}})},
+                           {"partialFingerprints", {{"aegisFinding/v1", fingerprint(finding)}}}};
+    ordered_json properties = {{"severity", to_string(finding.severity)}, {"atlas", finding.atlas},
+                               {"nist_ai_rmf", finding.nist_ai_rmf}};
+    if (!finding.location.member.empty()) properties["member"] = finding.location.member;
+    if (finding.location.offset) properties["offset"] = *finding.location.offset;
+    result["properties"] = properties;
+    results.push_back(result);
+  }
+  ordered_json doc = {
+      {"$schema", "https://json.schemastore.org/sarif-2.1.0.json"},
+      {"version", "2.1.0"},
+      {"runs", ordered_json::array({{{"tool", {{"driver", {{"name", "Aegis"},
+                                                           {"version", AEGIS_VERSION},
+                                                           {"rules", rules}}}}},
+                                     {"automationDetails", {{"id", "aegis/" + context.command + "/"}}},
+                                     {"results", results}}})}};
+  out << doc.dump(2) << "\n";
+}
+
+std::string markdown_escape(std::string_view text) {
+  std::string escaped;
+  for (char c : text) {
+    if (c == '|' || c == '`' || c == '*' || c == '_' || c == '<' || c == '>') escaped += '\\';
+    if (c == '\n') {
+      escaped += "<br>";
+      continue;
+    }
+    escaped += c;
+  }
+  return escaped;
+}
+
+void write_markdown(std::ostream& out, const std::vector<Finding>& findings, const ReportContext& context) {
+  out << "# Aegis " << context.command << " report\n\n";
+  out << "Scanned " << context.summary.files_scanned << " file(s), " << context.summary.bytes_scanned
+      << " bytes. Findings: " << findings.size();
+  for (int s = static_cast<int>(Severity::Critical); s >= 0; --s)
+    if (context.summary.counts[s]) out << ", " << context.summary.counts[s] << " " << to_string(static_cast<Severity>(s));
+  out << ".\n\n";
+  if (findings.empty()) {
+    out << "No findings.\n";
+    return;
+  }
+  out << "| Severity | Rule | Location | Finding | ATLAS |\n|---|---|---|---|---|\n";
+  for (const auto& finding : findings) {
+    std::string atlas;
+    for (const auto& id : finding.atlas) atlas += (atlas.empty() ? "" : ", ") + id;
+    out << "| " << to_string(finding.severity) << " | " << markdown_escape(finding.rule_id) << " | "
+        << markdown_escape(location_text(finding.location)) << " | " << markdown_escape(finding.title) << " | "
+        << atlas << " |\n";
+  }
+  out << "\n## Details\n";
+  for (std::size_t i = 0; i < findings.size(); ++i) {
+    const auto& finding = findings[i];
+    out << "\n### " << i + 1 << ". " << markdown_escape(finding.title) << "\n\n"
+        << "- **Severity:** " << to_string(finding.severity) << "\n"
+        << "- **Rule:** " << markdown_escape(finding.rule_id) << "\n"
+        << "- **Location:** " << markdown_escape(location_text(finding.location)) << "\n"
+        << "- **Evidence:** " << markdown_escape(finding.evidence) << "\n";
+    if (!finding.nist_ai_rmf.empty()) {
+      out << "- **NIST AI RMF:** ";
+      for (std::size_t j = 0; j < finding.nist_ai_rmf.size(); ++j) out << (j ? ", " : "") << finding.nist_ai_rmf[j];
+      out << "\n";
+    }
+    out << "- **Remediation:** " << markdown_escape(finding.remediation) << "\n";
+  }
+}
+
+std::string_view severity_colour(Severity severity) {
+  switch (severity) {
+    case Severity::Critical: return "\033[1;97;41m";
+    case Severity::High: return "\033[1;31m";
+    case Severity::Medium: return "\033[33m";
+    case Severity::Low: return "\033[36m";
+    default: return "\033[2m";
+  }
+}
+
+std::string shorten(std::string_view text, std::size_t width) {
+  if (text.size() <= width) return std::string(text);
+  return std::string(text.substr(0, width > 3 ? width - 3 : 0)) + "...";
+}
+
+void write_table(std::ostream& out, const std::vector<Finding>& findings, const ReportContext& context) {
+  const std::string reset = context.color ? "\033[0m" : "";
+  for (const auto& finding : findings) {
+    std::string severity(to_string(finding.severity));
+    for (auto& c : severity) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    std::string padded = severity + std::string(9 - std::min<std::size_t>(9, severity.size()), ' ');
+    if (context.color) out << severity_colour(finding.severity);
+    out << padded << reset << finding.rule_id << "  " << location_text(finding.location) << "\n";
+    out << "         " << finding.title << "\n";
+    if (!finding.evidence.empty())
+      out << "         evidence: " << (context.verbose ? finding.evidence : shorten(finding.evidence, 160)) << "\n";
+    if (!finding.atlas.empty()) {
+      out << "         atlas: ";
+      for (std::size_t i = 0; i < finding.atlas.size(); ++i) out << (i ? ", " : "") << finding.atlas[i];
+      out << "\n";
+    }
+    if (context.verbose && !finding.remediation.empty()) out << "         fix: " << finding.remediation << "\n";
+  }
+  if (!findings.empty()) out << "\n";
+  out << context.summary.files_scanned << " file(s), " << context.summary.bytes_scanned / 1000000.0 << " MB scanned: ";
+  if (findings.empty()) {
+    out << "no findings\n";
+    return;
+  }
+  out << findings.size() << " finding(s)";
+  for (int s = static_cast<int>(Severity::Critical); s >= 0; --s)
+    if (context.summary.counts[s]) out << ", " << context.summary.counts[s] << " " << to_string(static_cast<Severity>(s));
+  out << "\n";
+}
+
+}  // namespace
+
+void write_report(std::ostream& out, ReportFormat format, const std::vector<Finding>& findings,
+                  const ReportContext& context) {
+  switch (format) {
+    case ReportFormat::Table: write_table(out, findings, context); break;
+    case ReportFormat::Json: write_json(out, findings, context); break;
+    case ReportFormat::Sarif: write_sarif(out, findings, context); break;
+    case ReportFormat::Markdown: write_markdown(out, findings, context); break;
+  }
+}
+
+}  // namespace aegis::core

@@ -1,0 +1,393 @@
+// NumPy's header is a Python dict literal that numpy reads with ast.literal_eval. We read it with a
+// small literal parser of our own, bounded in size and depth, and never evaluate anything.
+#include "aegis/formats/npy.h"
+
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string_view>
+#include <utility>
+
+#include "aegis/core/error.h"
+
+namespace aegis::formats {
+namespace {
+
+constexpr std::string_view kMagic = "\x93NUMPY";
+constexpr std::size_t kMaxHeaderLength = 1 << 20;
+constexpr int kMaxLiteralDepth = 32;
+constexpr std::size_t kMaxDimensions = 64;  // numpy 2 allows 64 dimensions, numpy 1 only 32
+
+// A Python literal as far as .npy headers need: strings, integers, booleans, None and containers.
+struct Literal {
+  enum class Kind { String, Integer, Boolean, None, Tuple, List, Dict } kind = Kind::None;
+  std::string text;              // String: the decoded value
+  std::uint64_t magnitude = 0;   // Integer: absolute value
+  bool negative = false;         // Integer: sign
+  bool boolean = false;
+  std::vector<Literal> items;    // Tuple/List elements; Dict keys and values alternating
+  std::size_t begin = 0, end = 0;  // source span, for error offsets and the raw descr text
+};
+
+class LiteralParser {
+ public:
+  LiteralParser(std::string_view source, std::uint64_t base_offset) : source_(source), base_(base_offset) {}
+
+  Literal parse_document() {
+    Literal value = parse_value(0);
+    skip_space();
+    if (pos_ != source_.size()) fail("unexpected text after the header dict");
+    return value;
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& message) const {
+    throw core::FormatError("npy header: " + message, base_ + pos_);
+  }
+
+  void skip_space() {
+    while (pos_ < source_.size() && (source_[pos_] == ' ' || source_[pos_] == '\t' || source_[pos_] == '\n' ||
+                                     source_[pos_] == '\r' || source_[pos_] == '\f' || source_[pos_] == '\v')) {
+      ++pos_;
+    }
+  }
+
+  bool at(char c) const { return pos_ < source_.size() && source_[pos_] == c; }
+
+  Literal parse_value(int depth) {
+    if (depth > kMaxLiteralDepth) fail("nesting deeper than " + std::to_string(kMaxLiteralDepth));
+    skip_space();
+    if (pos_ >= source_.size()) fail("header ends inside a value");
+    const std::size_t start = pos_;
+    Literal value;
+    const char c = source_[pos_];
+    if (c == '{') {
+      value = parse_dict(depth);
+    } else if (c == '(') {
+      value = parse_sequence(depth, ')', Literal::Kind::Tuple);
+    } else if (c == '[') {
+      value = parse_sequence(depth, ']', Literal::Kind::List);
+    } else if (c == '\'' || c == '"') {
+      value = parse_string();
+    } else if ((c == 'u' || c == 'b' || c == 'U' || c == 'B') && pos_ + 1 < source_.size() &&
+               (source_[pos_ + 1] == '\'' || source_[pos_ + 1] == '"')) {
+      ++pos_;  // Python 2 era headers may say u'<f4'
+      value = parse_string();
+    } else if (c == '-' || c == '+' || (c >= '0' && c <= '9')) {
+      value = parse_integer();
+    } else if (source_.substr(pos_, 4) == "True") {
+      pos_ += 4;
+      value.kind = Literal::Kind::Boolean;
+      value.boolean = true;
+    } else if (source_.substr(pos_, 5) == "False") {
+      pos_ += 5;
+      value.kind = Literal::Kind::Boolean;
+    } else if (source_.substr(pos_, 4) == "None") {
+      pos_ += 4;
+      value.kind = Literal::Kind::None;
+    } else {
+      fail(std::string("unexpected character '") + c + "'");
+    }
+    value.begin = start;
+    value.end = pos_;
+    return value;
+  }
+
+  Literal parse_dict(int depth) {
+    Literal dict;
+    dict.kind = Literal::Kind::Dict;
+    ++pos_;
+    while (true) {
+      skip_space();
+      if (at('}')) {
+        ++pos_;
+        return dict;
+      }
+      dict.items.push_back(parse_value(depth + 1));
+      skip_space();
+      if (!at(':')) fail("expected ':' in dict");
+      ++pos_;
+      dict.items.push_back(parse_value(depth + 1));
+      skip_space();
+      if (at(',')) {
+        ++pos_;
+      } else if (!at('}')) {
+        fail("expected ',' or '}' in dict");
+      }
+    }
+  }
+
+  // Python semantics: "(x)" is x itself, "(x,)" and "()" are tuples.
+  Literal parse_sequence(int depth, char close, Literal::Kind kind) {
+    ++pos_;
+    Literal seq;
+    seq.kind = kind;
+    bool saw_comma = false;
+    while (true) {
+      skip_space();
+      if (at(close)) {
+        ++pos_;
+        break;
+      }
+      seq.items.push_back(parse_value(depth + 1));
+      skip_space();
+      if (at(',')) {
+        ++pos_;
+        saw_comma = true;
+      } else if (!at(close)) {
+        fail(std::string("expected ',' or '") + close + "'");
+      }
+    }
+    if (kind == Literal::Kind::Tuple && seq.items.size() == 1 && !saw_comma) {
+      Literal inner = std::move(seq.items.front());
+      return inner;
+    }
+    return seq;
+  }
+
+  Literal parse_string() {
+    Literal value;
+    value.kind = Literal::Kind::String;
+    const char quote = source_[pos_++];
+    while (true) {
+      if (pos_ >= source_.size() || source_[pos_] == '\n') fail("unterminated string");
+      const char c = source_[pos_++];
+      if (c == quote) break;
+      if (c != '\\') {
+        value.text.push_back(c);
+        continue;
+      }
+      if (pos_ >= source_.size()) fail("unterminated string");
+      const char e = source_[pos_++];
+      switch (e) {
+        case 'n': value.text.push_back('\n'); break;
+        case 't': value.text.push_back('\t'); break;
+        case 'r': value.text.push_back('\r'); break;
+        case '0': value.text.push_back('\0'); break;
+        case 'x': {
+          if (pos_ + 2 > source_.size()) fail("short \\x escape");
+          int byte = 0;
+          for (int i = 0; i < 2; ++i) {
+            const char h = source_[pos_++];
+            byte <<= 4;
+            if (h >= '0' && h <= '9') byte |= h - '0';
+            else if (h >= 'a' && h <= 'f') byte |= h - 'a' + 10;
+            else if (h >= 'A' && h <= 'F') byte |= h - 'A' + 10;
+            else fail("bad \\x escape");
+          }
+          value.text.push_back(static_cast<char>(byte));
+          break;
+        }
+        default: value.text.push_back(e); break;  // \\, \', \" and anything else: the character itself
+      }
+    }
+    return value;
+  }
+
+  Literal parse_integer() {
+    Literal value;
+    value.kind = Literal::Kind::Integer;
+    if (at('-') || at('+')) value.negative = source_[pos_++] == '-';
+    if (pos_ >= source_.size() || source_[pos_] < '0' || source_[pos_] > '9') fail("expected digits");
+    while (pos_ < source_.size() && source_[pos_] >= '0' && source_[pos_] <= '9') {
+      const std::uint64_t digit = static_cast<std::uint64_t>(source_[pos_] - '0');
+      if (value.magnitude > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) fail("integer too large");
+      value.magnitude = value.magnitude * 10 + digit;
+      ++pos_;
+    }
+    if (at('L') || at('l')) ++pos_;  // Python 2 long suffix, which numpy still filters out of old headers
+    return value;
+  }
+
+  std::string_view source_;
+  std::uint64_t base_;
+  std::size_t pos_ = 0;
+};
+
+std::uint64_t checked_multiply(std::uint64_t a, std::uint64_t b, std::uint64_t offset, const char* what) {
+  if (a != 0 && b > std::numeric_limits<std::uint64_t>::max() / a) {
+    throw core::FormatError(std::string("npy header: ") + what + " overflows 64 bits", offset);
+  }
+  return a * b;
+}
+
+struct DtypeFacts {
+  std::uint64_t item_size = 0;  // 0 when unknown
+  bool has_object = false;
+};
+
+// A dtype string as numpy's dtype.str writes it: optional byte order, a type code, a count,
+// and for datetimes a unit in brackets.
+DtypeFacts plain_dtype_facts(std::string_view s) {
+  DtypeFacts facts;
+  if (!s.empty() && std::strchr("<>|=!", s.front()) != nullptr) s.remove_prefix(1);
+  if (s.empty()) return facts;
+  const char code = s.front();
+  s.remove_prefix(1);
+  if (code == 'O') {
+    facts.has_object = true;
+    return facts;
+  }
+  if (const auto bracket = s.find('['); bracket != std::string_view::npos) s = s.substr(0, bracket);
+  std::uint64_t count = 0;
+  bool has_count = false;
+  for (char c : s) {
+    if (c < '0' || c > '9' || count > 1'000'000'000'000ull) return facts;
+    count = count * 10 + static_cast<std::uint64_t>(c - '0');
+    has_count = true;
+  }
+  switch (code) {
+    case 'b':
+      facts.item_size = has_count ? count : 1;  // '|b1' is bool; a bare 'b' is int8: one byte either way
+      break;
+    case '?': case 'B': facts.item_size = 1; break;
+    case 'i': case 'u': case 'f': case 'c': case 'S': case 'a': case 'V': case 'M': case 'm':
+      facts.item_size = has_count ? count : 0;
+      break;
+    case 'U':
+      facts.item_size = has_count && count <= std::numeric_limits<std::uint64_t>::max() / 4 ? count * 4 : 0;
+      break;
+    // Single-character codes (np.dtype('d').char and friends) as a hand-written header might use them.
+    case 'h': case 'H': case 'e': facts.item_size = 2; break;
+    case 'l': case 'L': case 'q': case 'Q': case 'd': case 'F': facts.item_size = 8; break;
+    case 'g': case 'D': facts.item_size = 16; break;
+    case 'G': facts.item_size = 32; break;
+    default: break;
+  }
+  return facts;
+}
+
+DtypeFacts dtype_facts(const Literal& descr, int depth);
+
+// One field of a structured dtype: (name, dtype) or (name, dtype, shape); the name may be a (title, name) pair.
+DtypeFacts field_facts(const Literal& field, int depth) {
+  DtypeFacts facts;
+  if ((field.kind != Literal::Kind::Tuple && field.kind != Literal::Kind::List) || field.items.size() < 2) {
+    throw core::FormatError("npy header: a structured dtype field is not a (name, dtype) pair", field.begin);
+  }
+  facts = dtype_facts(field.items[1], depth + 1);
+  if (field.items.size() >= 3) {
+    const Literal& shape = field.items[2];
+    std::uint64_t elements = 1;
+    if (shape.kind == Literal::Kind::Integer) {
+      elements = shape.negative ? 0 : shape.magnitude;
+    } else if (shape.kind == Literal::Kind::Tuple || shape.kind == Literal::Kind::List) {
+      for (const auto& dim : shape.items) {
+        if (dim.kind != Literal::Kind::Integer || dim.negative) {
+          throw core::FormatError("npy header: bad subarray shape in a structured dtype", dim.begin);
+        }
+        elements = checked_multiply(elements, dim.magnitude, dim.begin, "subarray shape");
+      }
+    }
+    facts.item_size = checked_multiply(facts.item_size, elements, shape.begin, "subarray size");
+  }
+  return facts;
+}
+
+DtypeFacts dtype_facts(const Literal& descr, int depth) {
+  if (depth > kMaxLiteralDepth) throw core::FormatError("npy header: dtype nested too deeply", descr.begin);
+  if (descr.kind == Literal::Kind::String) return plain_dtype_facts(descr.text);
+  if (descr.kind != Literal::Kind::List) {
+    throw core::FormatError("npy header: 'descr' is neither a dtype string nor a list of fields", descr.begin);
+  }
+  DtypeFacts total;
+  bool sizes_known = true;
+  for (const auto& field : descr.items) {
+    const DtypeFacts facts = field_facts(field, depth);
+    total.has_object = total.has_object || facts.has_object;
+    if (facts.item_size == 0 || facts.has_object) sizes_known = false;
+    if (sizes_known) {
+      if (total.item_size > std::numeric_limits<std::uint64_t>::max() - facts.item_size) {
+        throw core::FormatError("npy header: structured dtype size overflows", field.begin);
+      }
+      total.item_size += facts.item_size;
+    }
+  }
+  if (!sizes_known) total.item_size = 0;
+  return total;
+}
+
+const Literal* find_key(const Literal& dict, std::string_view key) {
+  for (std::size_t i = 0; i + 1 < dict.items.size(); i += 2) {
+    if (dict.items[i].kind == Literal::Kind::String && dict.items[i].text == key) return &dict.items[i + 1];
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+bool looks_like_npy(std::span<const std::uint8_t> data) {
+  return data.size() >= 10 && std::memcmp(data.data(), kMagic.data(), kMagic.size()) == 0 && data[6] >= 1 && data[6] <= 3;
+}
+
+NpyHeader parse_npy_header(std::span<const std::uint8_t> data) {
+  if (data.size() < 10 || std::memcmp(data.data(), kMagic.data(), kMagic.size()) != 0) {
+    throw core::FormatError("not a .npy file: the \\x93NUMPY magic is missing", 0);
+  }
+  NpyHeader header;
+  header.major = data[6];
+  header.minor = data[7];
+  std::uint64_t header_length = 0;
+  std::uint64_t header_start = 0;
+  if (header.major == 1) {
+    header_length = static_cast<std::uint64_t>(data[8] | (data[9] << 8));
+    header_start = 10;
+  } else if (header.major == 2 || header.major == 3) {
+    if (data.size() < 12) throw core::FormatError("npy header length cut off", 8);
+    header_length = static_cast<std::uint64_t>(data[8]) | (static_cast<std::uint64_t>(data[9]) << 8) |
+                    (static_cast<std::uint64_t>(data[10]) << 16) | (static_cast<std::uint64_t>(data[11]) << 24);
+    header_start = 12;
+  } else {
+    throw core::FormatError("unsupported .npy version " + std::to_string(header.major) + "." + std::to_string(header.minor), 6);
+  }
+  if (header_length > kMaxHeaderLength) {
+    throw core::FormatError("npy header of " + std::to_string(header_length) + " bytes is beyond the 1 MiB limit", 8);
+  }
+  if (header_length > data.size() - header_start) throw core::FormatError("npy header runs past the end of the file", 8);
+  header.data_offset = header_start + header_length;
+
+  std::string_view text(reinterpret_cast<const char*>(data.data() + header_start), static_cast<std::size_t>(header_length));
+  // numpy pads with spaces and ends with a newline; some writers pad with NULs.
+  while (!text.empty() && (text.back() == '\0' || text.back() == ' ' || text.back() == '\n')) text.remove_suffix(1);
+  LiteralParser parser(text, header_start);
+  const Literal dict = parser.parse_document();
+  if (dict.kind != Literal::Kind::Dict) throw core::FormatError("npy header is not a dict", header_start);
+
+  // numpy refuses a header whose keys are not exactly these three.
+  const Literal* descr = find_key(dict, "descr");
+  const Literal* fortran = find_key(dict, "fortran_order");
+  const Literal* shape = find_key(dict, "shape");
+  if (!descr || !fortran || !shape || dict.items.size() != 6) {
+    throw core::FormatError("npy header must hold exactly 'descr', 'fortran_order' and 'shape'", header_start);
+  }
+  if (fortran->kind != Literal::Kind::Boolean) {
+    throw core::FormatError("npy header: 'fortran_order' is not a boolean", header_start + fortran->begin);
+  }
+  header.fortran_order = fortran->boolean;
+  if (shape->kind != Literal::Kind::Tuple) {
+    throw core::FormatError("npy header: 'shape' is not a tuple", header_start + shape->begin);
+  }
+  if (shape->items.size() > kMaxDimensions) {
+    throw core::FormatError("npy header: more than 64 dimensions", header_start + shape->begin);
+  }
+  std::uint64_t elements = 1;
+  for (const auto& dim : shape->items) {
+    if (dim.kind != Literal::Kind::Integer || dim.negative) {
+      throw core::FormatError("npy header: shape holds something other than a non-negative integer", header_start + dim.begin);
+    }
+    header.shape.push_back(dim.magnitude);
+    elements = checked_multiply(elements, dim.magnitude, header_start + dim.begin, "the element count");
+  }
+
+  const DtypeFacts facts = dtype_facts(*descr, 0);
+  header.descr = descr->kind == Literal::Kind::String ? descr->text : std::string(text.substr(descr->begin, descr->end - descr->begin));
+  header.has_object = facts.has_object;
+  if (!facts.has_object) {
+    header.item_size = facts.item_size;
+    header.expected_data_bytes = checked_multiply(elements, facts.item_size, header_start + shape->begin, "the data size");
+  }
+  return header;
+}
+
+}  // namespace aegis::formats

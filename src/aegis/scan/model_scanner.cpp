@@ -1,0 +1,592 @@
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <system_error>
+#include <utility>
+
+#include "aegis/core/error.h"
+#include "aegis/core/mapped_file.h"
+#include "aegis/core/progress.h"
+#include "aegis/core/thread_pool.h"
+#include "aegis/formats/npy.h"
+#include "aegis/formats/safetensors.h"
+#include "aegis/formats/sniff.h"
+#include "aegis/scan/scan.h"
+
+namespace aegis::scan {
+
+namespace fs = std::filesystem;
+using core::Finding;
+using core::Severity;
+using formats::FileKind;
+
+namespace {
+
+const std::vector<std::string> kAtlasCode = {"AML.T0010.003", "AML.T0011.000"};
+const std::vector<std::string> kAtlasContainer = {"AML.T0010.003"};
+const std::vector<std::string> kRmfCode = {"MEASURE 2.7", "MANAGE 3.1"};
+const std::vector<std::string> kRmfContainer = {"MAP 4.2", "MEASURE 2.7"};
+
+constexpr std::string_view kRemedyDenied =
+    "Do not load this file. Treat it as malicious: report it to where it came from, and get the weights in "
+    "a format that cannot carry code (safetensors) or load them with torch.load(weights_only=True).";
+constexpr std::string_view kRemedyUnknown =
+    "Loading this file imports and runs this callable. If it is your own trusted class, allow it with "
+    "--allow module.name (or --allow-file); otherwise do not load the file, and prefer safetensors.";
+constexpr std::string_view kRemedyMalformed =
+    "A loader runs everything before the damage before it fails. Do not load the file; get an intact copy "
+    "from a trusted source and scan it again.";
+constexpr std::string_view kRemedyContainer =
+    "Loaders and scanners read this archive differently, which is how scanners get bypassed. Rebuild the "
+    "archive with the framework's own writer (torch.save, numpy.savez) from a trusted source.";
+
+bool has_model_extension(const fs::path& path) {
+  static const std::set<std::string> kExtensions = {
+      ".pt", ".pth", ".bin", ".pkl", ".pickle", ".joblib", ".jbl", ".ckpt", ".npy", ".npz", ".safetensors",
+      ".model", ".mar", ".dill", ".sav", ".dat", ".p", ".7z", ".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".data"};
+  std::string ext = path.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  return kExtensions.contains(ext);
+}
+
+bool has_pickle_name(std::string_view name) {
+  return name.ends_with(".pkl") || name.ends_with(".pickle") || name.ends_with("data.pkl") ||
+         name.ends_with(".debug_pkl");
+}
+
+std::string hex_offset(std::uint64_t offset) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "0x%llx", static_cast<unsigned long long>(offset));
+  return buffer;
+}
+
+std::string join_member(const std::string& outer, std::string_view inner) {
+  if (outer.empty()) return std::string(inner);
+  return outer + "!" + std::string(inner);
+}
+
+std::string_view format_label(FileKind kind) { return formats::to_string(kind); }
+
+// Inspects one input file (and everything nested in it), appending findings.
+class ArtifactInspector {
+ public:
+  ArtifactInspector(const CallablePolicy& policy, const ScanOptions& options, std::string file,
+                    std::vector<Finding>& findings)
+      : policy_(policy), options_(options), file_(std::move(file)), findings_(findings) {}
+
+  // Returns the format label of the outermost layer.
+  std::string inspect_file(std::span<const std::uint8_t> data, bool explicit_input, bool model_extension,
+                           bool& skipped) {
+    FileKind kind = formats::sniff(data);
+    skipped = false;
+    if (kind == FileKind::Unknown && !explicit_input && !model_extension) {
+      skipped = true;
+      return "other";
+    }
+    inspect(data, "", 0, kind);
+    return zip_flavour_.empty() ? std::string(format_label(kind)) : zip_flavour_;
+  }
+
+ private:
+  void add(std::string rule, Severity severity, std::string title, const std::string& member,
+           std::optional<std::uint64_t> offset, std::string evidence, const std::vector<std::string>& atlas,
+           const std::vector<std::string>& rmf, std::string_view remediation) {
+    Finding finding;
+    finding.rule_id = std::move(rule);
+    finding.severity = severity;
+    finding.title = std::move(title);
+    finding.location = {file_, member, offset};
+    finding.evidence = std::move(evidence);
+    finding.atlas = atlas;
+    finding.nist_ai_rmf = rmf;
+    finding.remediation = std::string(remediation);
+    findings_.push_back(std::move(finding));
+  }
+
+  void inspect(std::span<const std::uint8_t> data, const std::string& member, std::size_t depth, FileKind kind) {
+    if (depth > options_.max_container_depth) {
+      add("archive.too-deep", Severity::High, "Containers nested deeper than the scan limit; not inspected",
+          member, std::nullopt,
+          "nesting depth " + std::to_string(depth) + " > " + std::to_string(options_.max_container_depth),
+          kAtlasContainer, kRmfContainer,
+          "Unpack the layers by hand in a sandbox and scan the contents, or raise --max-depth.");
+      return;
+    }
+    switch (kind) {
+      case FileKind::Empty:
+        if (depth == 0)
+          add("file.empty", Severity::Low, "Empty file: nothing a loader could use", member, std::nullopt,
+              "0 bytes", {}, {}, "Check that the download or copy of this artifact completed.");
+        return;
+      case FileKind::Pickle:
+        inspect_pickle(data, member, options_.pickle_limits);
+        return;
+      case FileKind::LegacyTorch: {
+        // magic number, protocol, sys_info, the object, the storage keys; raw storages follow.
+        formats::PickleLimits limits = options_.pickle_limits;
+        limits.max_pickles = 5;
+        auto report = formats::analyze_pickle(data, limits);
+        report.trailing_bytes = 0;
+        report_pickle(report, member, "legacy torch.save stream");
+        return;
+      }
+      case FileKind::Zip:
+        inspect_zip(data, member, depth);
+        return;
+      case FileKind::Npy:
+        inspect_npy(data, member);
+        return;
+      case FileKind::Safetensors:
+        inspect_safetensors(data, member);
+        return;
+      case FileKind::Tar:
+      case FileKind::SevenZip:
+        inspect_archive(data, member, depth, kind);
+        return;
+      case FileKind::Gzip:
+      case FileKind::Bzip2:
+      case FileKind::Xz:
+      case FileKind::Lzma:
+      case FileKind::Zlib:
+        inspect_stream(data, member, depth, kind);
+        return;
+      case FileKind::Unknown:
+        if (depth == 0)
+          add("file.unknown-format", Severity::Medium,
+              "Format not recognised: the file could not be checked", member, std::nullopt,
+              "the first bytes match no format Aegis reads (pickle, PyTorch, NumPy, joblib, safetensors, archives)",
+              kAtlasContainer, kRmfContainer,
+              "Find out which program reads this file; do not load it with a pickle-based loader until it is checked.");
+        return;
+    }
+  }
+
+  void inspect_pickle(std::span<const std::uint8_t> data, const std::string& member,
+                      const formats::PickleLimits& limits, std::string_view context = "pickle stream") {
+    auto report = formats::analyze_pickle(data, limits);
+    report_pickle(report, member, context);
+  }
+
+  struct ImportGroup {
+    const formats::PickleImport* first = nullptr;
+    std::size_t count = 0;
+    CallableVerdict verdict = CallableVerdict::Unknown;
+    std::vector<const formats::PickleCall*> uses;
+  };
+
+  void report_pickle(const formats::PickleReport& report, const std::string& member, std::string_view context) {
+    std::map<std::string, ImportGroup> groups;
+    std::size_t unresolved_reported = 0;
+    for (const auto& import : report.imports) {
+      if (!import.resolved) {
+        if (unresolved_reported++ < 20)
+          add("pickle.unresolved-global", Severity::High,
+              "Pickle imports a callable whose name cannot be resolved statically", member, import.offset,
+              import.opcode + " at " + hex_offset(import.offset) + ": " + import.detail, kAtlasCode, kRmfCode,
+              kRemedyUnknown);
+        continue;
+      }
+      std::string dotted = import.module + "." + import.name;
+      auto [it, inserted] = groups.try_emplace(dotted);
+      auto& group = it->second;
+      if (inserted) {
+        group.first = &import;
+        group.verdict = policy_.classify(import.module, import.name);
+      }
+      ++group.count;
+    }
+    std::size_t loose_calls = 0;
+    for (const auto& call : report.calls) {
+      if (call.module.empty()) {
+        if (call.kind == "call" && loose_calls++ < 20)
+          add("pickle.unresolved-call", Severity::High, "Pickle calls a value that is not an imported callable",
+              member, call.offset, call.opcode + " at " + hex_offset(call.offset) + ": " + call.callee + call.arguments,
+              kAtlasCode, kRmfCode, kRemedyUnknown);
+        continue;
+      }
+      auto it = groups.find(call.module + "." + call.name);
+      if (it != groups.end() && it->second.uses.size() < 5) it->second.uses.push_back(&call);
+    }
+    for (const auto& [dotted, group] : groups) {
+      if (group.verdict == CallableVerdict::Allowed) continue;
+      bool denied = group.verdict == CallableVerdict::Denied;
+      std::string evidence = group.first->opcode + " " + dotted + " at " + hex_offset(group.first->offset);
+      if (group.count > 1) evidence += " (imported " + std::to_string(group.count) + " times)";
+      for (const auto* use : group.uses) {
+        evidence += "; " + use->kind + " " + use->callee;
+        if (!use->arguments.empty()) evidence += " " + use->arguments;
+        evidence += " at " + hex_offset(use->offset);
+      }
+      if (denied)
+        add("pickle.denied-callable", Severity::Critical,
+            "Pickle imports " + dotted + ", a callable that runs code or touches the system, when loaded", member,
+            group.first->offset, std::move(evidence), kAtlasCode, kRmfCode, kRemedyDenied);
+      else
+        add("pickle.unknown-callable", Severity::High,
+            "Pickle imports " + dotted + ", which is not on the allow-list", member, group.first->offset,
+            std::move(evidence), kAtlasCode, kRmfCode, kRemedyUnknown);
+    }
+    if (report.malformed)
+      add("pickle.malformed", Severity::High,
+          "Damaged " + std::string(context) + ": a loader runs everything before the damage", member,
+          report.malformed_offset,
+          *report.malformed + " (after " + std::to_string(report.opcodes) + " opcodes, " +
+              std::to_string(report.pickles) + " complete pickle(s))",
+          kAtlasCode, kRmfCode, kRemedyMalformed);
+    if (report.trailing_bytes > 0)
+      add("pickle.trailing-data", Severity::Low, "Bytes after the last pickle that no loader reads", member,
+          report.bytes_consumed, std::to_string(report.trailing_bytes) + " trailing bytes", {}, {},
+          "Harmless to a loader; check where the extra bytes came from.");
+    if (report.records_dropped > 0)
+      add("pickle.records-dropped", Severity::Medium, "Too many imports and calls to record them all", member,
+          std::nullopt, std::to_string(report.records_dropped) + " records beyond the limit were counted, not kept",
+          kAtlasCode, kRmfCode, "Inspect the file by hand; an ordinary model has few distinct imports.");
+    for (const auto& embedded : report.embedded) {
+      const auto& inner = *embedded.report;
+      if (inner.pickles == 0 && inner.imports.empty() && inner.calls.empty()) continue;  // bytes that only looked like one
+      std::string inner_member =
+          join_member(member, "<" + embedded.encoding + " pickle at " + hex_offset(embedded.offset) + ">");
+      add("pickle.embedded-pickle", Severity::Medium, "Pickle data holds another pickle (" + embedded.encoding + ")",
+          member, embedded.offset,
+          std::to_string(inner.imports.size()) + " import(s) and " + std::to_string(inner.calls.size()) +
+              " call(s) inside; code that unpickles this value runs them",
+          kAtlasCode, kRmfCode, "Do not unpickle values taken from this file; scan findings inside it are listed.");
+      report_pickle(inner, inner_member, "embedded pickle");
+    }
+  }
+
+  void inspect_zip(std::span<const std::uint8_t> data, const std::string& member, std::size_t depth) {
+    formats::ZipArchive archive;
+    try {
+      archive = formats::read_zip(data, options_.zip_limits);
+    } catch (const core::FormatError& error) {
+      add("zip.unreadable", Severity::High, "Zip archive cannot be read: it could not be checked", member,
+          error.offset(), error.what(), kAtlasContainer, kRmfContainer, kRemedyContainer);
+      return;
+    }
+    report_zip_anomalies(archive.anomalies, member);
+
+    // PyTorch's reader takes the record prefix from the first entry and loads <prefix>/data.pkl.
+    std::string prefix;
+    if (!archive.entries.empty()) {
+      const auto& first = archive.entries.front().name;
+      auto slash = first.find('/');
+      if (slash != std::string::npos) prefix = first.substr(0, slash + 1);
+    }
+    std::set<std::string> names;
+    for (const auto& entry : archive.entries) names.insert(entry.name);
+    bool torch = !prefix.empty() && names.contains(prefix + "data.pkl");
+    bool torchscript = torch && names.contains(prefix + "constants.pkl");
+    if (depth == 0) zip_flavour_ = torchscript ? "torchscript-zip" : torch ? "pytorch-zip" : "zip";
+
+    std::vector<bool> done(archive.entries.size(), false);
+    std::set<std::string> storage_keys;
+    std::vector<std::uint8_t> storage;
+    std::vector<formats::ZipAnomaly> crc_anomalies;
+    for (std::size_t i = 0; i < archive.entries.size(); ++i) {
+      const auto& entry = archive.entries[i];
+      if (!has_pickle_name(entry.name) || !entry.readable) continue;
+      done[i] = true;
+      auto content = read_member(data, entry, member, storage, true, crc_anomalies);
+      if (!content) continue;
+      auto report = formats::analyze_pickle(*content, options_.pickle_limits);
+      for (const auto& key : report.storage_keys) storage_keys.insert(key);
+      report_pickle(report, join_member(member, entry.name), "pickle member");
+    }
+    for (std::size_t i = 0; i < archive.entries.size(); ++i) {
+      const auto& entry = archive.entries[i];
+      if (done[i] || !entry.readable || entry.name.ends_with("/")) continue;
+      // Tensor payloads that the pickle refers to are never read: they are data, not code.
+      if (torch && entry.name.starts_with(prefix + "data/") &&
+          storage_keys.contains(entry.name.substr(prefix.size() + 5)))
+        continue;
+      auto content = read_member(data, entry, member, storage, entry.method != 0, crc_anomalies);
+      if (!content) continue;
+      FileKind kind = formats::sniff(*content);
+      std::string inner = join_member(member, entry.name);
+      if (kind == FileKind::Pickle || kind == FileKind::LegacyTorch) {
+        add("zip.hidden-pickle", Severity::Medium, "Archive holds a pickle under a name that is not a pickle's",
+            member, entry.local_header_offset,
+            "member '" + entry.name + "' is a pickle stream; scanners that pick members by name miss it",
+            kAtlasContainer, kRmfContainer, kRemedyContainer);
+        inspect(*content, inner, depth + 1, kind);
+      } else if (kind != FileKind::Unknown && kind != FileKind::Empty) {
+        inspect(*content, inner, depth + 1, kind);
+      }
+    }
+    report_zip_anomalies(crc_anomalies, member);
+  }
+
+  std::optional<std::span<const std::uint8_t>> read_member(std::span<const std::uint8_t> data,
+                                                           const formats::ZipEntry& entry, const std::string& member,
+                                                           std::vector<std::uint8_t>& storage, bool check_crc,
+                                                           std::vector<formats::ZipAnomaly>& anomalies) {
+    try {
+      return formats::read_zip_member(data, entry, storage, options_.zip_limits,
+                                      check_crc && options_.check_zip_crc, &anomalies);
+    } catch (const core::FormatError& error) {
+      add("zip.member-unreadable", Severity::High, "Archive member cannot be read: it could not be checked",
+          join_member(member, entry.name), entry.local_header_offset, error.what(), kAtlasContainer,
+          kRmfContainer, kRemedyContainer);
+      return std::nullopt;
+    }
+  }
+
+  void report_zip_anomalies(const std::vector<formats::ZipAnomaly>& anomalies, const std::string& member) {
+    static const std::map<std::string, std::pair<Severity, std::string_view>> kGrades = {
+        {"name-mismatch", {Severity::High, "Central directory and local header name a member differently"}},
+        {"flags-mismatch", {Severity::Medium, "Central directory and local header disagree on a member's flags"}},
+        {"size-mismatch", {Severity::Medium, "Central directory and local header disagree on a member's size"}},
+        {"crc-mismatch", {Severity::High, "Member's CRC does not match its data (Python's zipfile rejects it, PyTorch loads it)"}},
+        {"encrypted", {Severity::High, "Encrypted member: it could not be checked"}},
+        {"unsupported-method", {Severity::High, "Member compressed with an unsupported method: it could not be checked"}},
+        {"overlap", {Severity::High, "Members' data overlap"}},
+        {"prefix-data", {Severity::Medium, "Data before the zip archive (a polyglot file)"}},
+        {"trailing-data", {Severity::Medium, "Data after the end of the zip archive"}},
+        {"duplicate-name", {Severity::High, "Two members share one name: loaders and scanners may pick different ones"}},
+        {"bad-local-header", {Severity::High, "Member's local header is damaged"}},
+        {"out-of-bounds", {Severity::High, "Member lies outside the file"}},
+        {"entry-count-mismatch", {Severity::Medium, "End record and central directory disagree on the member count"}},
+        {"multiple-eocd", {Severity::Medium, "More than one end-of-central-directory record"}},
+        {"comment", {Severity::Info, "Archive carries a comment"}},
+        {"zip-bomb", {Severity::High, "Member inflates beyond the scan's limits: it could not be checked"}},
+        {"absolute-or-parent-path", {Severity::Medium, "Member name is absolute or climbs out with '..'"}},
+    };
+    std::map<std::string, std::size_t> seen;
+    for (const auto& anomaly : anomalies) {
+      if (seen[anomaly.kind]++ >= 20) continue;  // one kind repeated on every member says nothing new
+      auto it = kGrades.find(anomaly.kind);
+      Severity severity = it != kGrades.end() ? it->second.first : Severity::Medium;
+      std::string title = it != kGrades.end() ? std::string(it->second.second) : "Zip anomaly: " + anomaly.kind;
+      std::string evidence = anomaly.detail;
+      if (!anomaly.member.empty()) evidence = "member '" + anomaly.member + "': " + evidence;
+      add("zip." + anomaly.kind, severity, std::move(title), member, anomaly.offset, std::move(evidence),
+          kAtlasContainer, kRmfContainer, kRemedyContainer);
+    }
+  }
+
+  void inspect_npy(std::span<const std::uint8_t> data, const std::string& member) {
+    formats::NpyHeader header;
+    try {
+      header = formats::parse_npy_header(data);
+    } catch (const core::FormatError& error) {
+      add("npy.malformed", Severity::Medium, "NumPy array header is damaged: the file could not be checked", member,
+          error.offset(), error.what(), kAtlasContainer, kRmfContainer,
+          "Regenerate the array with numpy.save from a trusted source.");
+      return;
+    }
+    if (header.has_object) {
+      add("npy.object-array", Severity::Medium,
+          "NumPy array of Python objects: numpy.load(allow_pickle=True) unpickles it", member, header.data_offset,
+          "dtype " + header.descr, kAtlasCode, kRmfCode,
+          "Store plain numeric arrays; never pass allow_pickle=True for files you did not make.");
+      if (header.data_offset <= data.size())
+        inspect_pickle(data.subspan(header.data_offset), member, options_.pickle_limits, "object array pickle");
+      return;
+    }
+    std::uint64_t available = data.size() - std::min<std::uint64_t>(data.size(), header.data_offset);
+    if (header.expected_data_bytes > 0 && available < header.expected_data_bytes)
+      add("npy.truncated", Severity::Medium, "NumPy array holds fewer bytes than its header declares", member,
+          header.data_offset,
+          std::to_string(available) + " bytes present, " + std::to_string(header.expected_data_bytes) + " declared",
+          kAtlasContainer, kRmfContainer, "Get an intact copy of the array.");
+  }
+
+  void inspect_safetensors(std::span<const std::uint8_t> data, const std::string& member) {
+    auto info = formats::validate_safetensors(data);
+    std::size_t reported = 0;
+    for (const auto& problem : info.problems) {
+      if (reported++ >= 20) break;
+      std::string evidence = problem.detail;
+      if (!problem.tensor.empty()) evidence = "tensor '" + problem.tensor + "': " + evidence;
+      add("safetensors." + problem.kind, Severity::Medium, "Safetensors file is not valid: " + problem.kind, member,
+          std::nullopt, std::move(evidence), kAtlasContainer, kRmfContainer,
+          "Re-export the tensors with the safetensors library; a reader may mis-handle this file.");
+    }
+  }
+
+  void inspect_archive(std::span<const std::uint8_t> data, const std::string& member, std::size_t depth,
+                       FileKind kind) {
+    std::vector<std::string> problems;
+    try {
+      problems = formats::for_each_archive_entry(data, options_.archive_limits, [&](const formats::ArchiveEntry& entry) {
+        std::string inner = join_member(member, entry.name);
+        if (entry.truncated)
+          add("archive.limit", Severity::High, "Archive entry exceeds the scan's limits: only its start was checked",
+              inner, std::nullopt, entry.limit_hit, kAtlasContainer, kRmfContainer,
+              "Unpack it in a sandbox and scan the contents, or raise the limits.");
+        FileKind inner_kind = formats::sniff(entry.content);
+        if (inner_kind != FileKind::Unknown || has_model_extension(entry.name))
+          inspect(entry.content, inner, depth + 1, inner_kind);
+      });
+    } catch (const core::FormatError& error) {
+      add("archive.unreadable", Severity::High,
+          std::string(format_label(kind)) + " archive cannot be read: it could not be checked", member,
+          error.offset(), error.what(), kAtlasContainer, kRmfContainer, "Get an intact copy and scan it again.");
+      return;
+    }
+    for (const auto& problem : problems)
+      add("archive.problem", Severity::Medium, std::string(format_label(kind)) + " archive could not be read whole",
+          member, std::nullopt, problem, kAtlasContainer, kRmfContainer,
+          "Unpack it in a sandbox and scan the contents.");
+  }
+
+  void inspect_stream(std::span<const std::uint8_t> data, const std::string& member, std::size_t depth,
+                      FileKind kind) {
+    std::vector<std::uint8_t> out;
+    std::string reason = formats::decompress_stream(data, options_.archive_limits, out);
+    std::string inner = join_member(member, "<" + std::string(format_label(kind)) + " content>");
+    if (!reason.empty())
+      add("archive.stream", Severity::High,
+          std::string(format_label(kind)) + " stream could not be decompressed whole: the rest was not checked",
+          member, std::nullopt, reason, kAtlasContainer, kRmfContainer,
+          "Get an intact copy; a loader may still read what comes before the damage.");
+    if (!out.empty()) inspect(out, inner, depth + 1, formats::sniff(out));
+  }
+
+  const CallablePolicy& policy_;
+  const ScanOptions& options_;
+  std::string file_;
+  std::vector<Finding>& findings_;
+  std::string zip_flavour_;
+};
+
+struct WorkItem {
+  fs::path path;
+  bool explicit_input = false;
+};
+
+void sort_findings(std::vector<Finding>& findings) {
+  std::stable_sort(findings.begin(), findings.end(), [](const Finding& a, const Finding& b) {
+    if (a.location.file != b.location.file) return a.location.file < b.location.file;
+    if (a.severity != b.severity) return a.severity > b.severity;
+    if (a.location.member != b.location.member) return a.location.member < b.location.member;
+    return a.location.offset.value_or(0) < b.location.offset.value_or(0);
+  });
+}
+
+}  // namespace
+
+ModelScanner::ModelScanner(CallablePolicy policy, ScanOptions options)
+    : policy_(std::move(policy)), options_(std::move(options)) {}
+
+ScanResult ModelScanner::scan_bytes(std::span<const std::uint8_t> data, const std::string& display_path) const {
+  ScanResult result;
+  FileResult file{display_path, "", data.size(), 0, false};
+  ArtifactInspector inspector(policy_, options_, display_path, result.findings);
+  bool skipped = false;
+  file.format = inspector.inspect_file(data, true, true, skipped);
+  file.findings = result.findings.size();
+  result.files.push_back(file);
+  result.bytes = data.size();
+  sort_findings(result.findings);
+  return result;
+}
+
+ScanResult ModelScanner::scan(const std::vector<std::string>& paths, core::Progress* progress) const {
+  std::vector<WorkItem> items;
+  std::uint64_t total_bytes = 0;
+  std::vector<Finding> walk_findings;
+  for (const auto& input : paths) {
+    std::error_code ec;
+    auto status = fs::status(input, ec);
+    if (ec || !fs::exists(status))
+      throw core::Error("cannot scan " + input + ": no such file or directory", "check the path and try again");
+    if (fs::is_regular_file(status)) {
+      items.push_back({input, true});
+      total_bytes += fs::file_size(input, ec);
+      continue;
+    }
+    if (!fs::is_directory(status))
+      throw core::Error("cannot scan " + input + ": not a regular file or directory", "pass files or directories");
+    auto options = fs::directory_options::skip_permission_denied;
+    if (options_.follow_symlinks) options |= fs::directory_options::follow_directory_symlink;
+    fs::recursive_directory_iterator it(input, options, ec), end;
+    if (ec) throw core::Error("cannot read directory " + input + ": " + ec.message(), "check its permissions");
+    for (; it != end; it.increment(ec)) {
+      if (ec) {
+        Finding finding;
+        finding.rule_id = "file.unreadable";
+        finding.severity = Severity::High;
+        finding.title = "Part of the directory tree could not be read: it was not checked";
+        finding.location.file = it->path().string();
+        finding.evidence = ec.message();
+        finding.remediation = "Scan as a user who can read every file.";
+        walk_findings.push_back(std::move(finding));
+        ec.clear();
+        continue;
+      }
+      const auto& entry = *it;
+      if (entry.is_directory(ec) && entry.path().filename() == ".git") {
+        it.disable_recursion_pending();
+        continue;
+      }
+      bool regular = options_.follow_symlinks ? entry.is_regular_file(ec) : entry.is_regular_file(ec) && !entry.is_symlink(ec);
+      if (!regular) continue;
+      items.push_back({entry.path(), false});
+      total_bytes += entry.file_size(ec);
+    }
+  }
+  if (progress) progress->set_total(items.size(), total_bytes);
+
+  std::vector<std::vector<Finding>> per_file(items.size());
+  std::vector<FileResult> files(items.size());
+  {
+    core::ThreadPool pool(std::min<std::size_t>(options_.threads ? options_.threads : std::thread::hardware_concurrency(),
+                                                std::max<std::size_t>(items.size(), 1)));
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      pool.submit([&, i] {
+        const auto& item = items[i];
+        auto& findings = per_file[i];
+        auto& file = files[i];
+        file.path = item.path.string();
+        try {
+          core::MappedFile mapped(file.path);
+          file.size = mapped.size();
+          ArtifactInspector inspector(policy_, options_, file.path, findings);
+          bool skipped = false;
+          file.format = inspector.inspect_file(mapped.bytes(), item.explicit_input, has_model_extension(item.path), skipped);
+          file.skipped = skipped;
+        } catch (const core::Error& error) {
+          Finding finding;
+          finding.rule_id = "file.unreadable";
+          finding.severity = Severity::High;
+          finding.title = "File could not be read: it was not checked";
+          finding.location.file = file.path;
+          finding.evidence = error.what();
+          finding.remediation = "Scan as a user who can read the file, and check that it is intact.";
+          findings.push_back(std::move(finding));
+          file.format = "unreadable";
+        } catch (const std::exception& error) {
+          // A parser bug must never turn into a silent pass: report it as a finding.
+          Finding finding;
+          finding.rule_id = "scan.internal-error";
+          finding.severity = Severity::High;
+          finding.title = "Scanner failed on this file: it was not fully checked";
+          finding.location.file = file.path;
+          finding.evidence = error.what();
+          finding.remediation = "Report this to the Aegis developers with the file, and do not load it meanwhile.";
+          findings.push_back(std::move(finding));
+          file.format = "error";
+        }
+        file.findings = findings.size();
+        if (progress) progress->advance(file.size);
+      });
+    }
+    pool.wait();
+  }
+  if (progress) progress->finish();
+
+  ScanResult result;
+  result.findings = std::move(walk_findings);
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    result.bytes += files[i].size;
+    for (auto& finding : per_file[i]) result.findings.push_back(std::move(finding));
+  }
+  result.files = std::move(files);
+  sort_findings(result.findings);
+  return result;
+}
+
+}  // namespace aegis::scan

@@ -1,0 +1,181 @@
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "../test_support.h"
+#include "aegis/core/error.h"
+#include "aegis/scan/scan.h"
+
+namespace aegis::scan {
+namespace {
+
+namespace fs = std::filesystem;
+using core::Severity;
+
+ModelScanner default_scanner() { return ModelScanner(CallablePolicy{}, ScanOptions{}); }
+
+ScanResult scan_file(const fs::path& path, const ModelScanner& scanner = default_scanner()) {
+  return scanner.scan({path.string()});
+}
+
+std::string describe(const ScanResult& result) {
+  std::string text;
+  for (const auto& f : result.findings)
+    text += std::string(core::to_string(f.severity)) + " " + f.rule_id + " [" + f.location.member + "] " + f.title +
+            " | " + f.evidence + "\n";
+  return text;
+}
+
+Severity highest(const ScanResult& result) {
+  Severity top = Severity::Info;
+  for (const auto& f : result.findings) top = std::max(top, f.severity);
+  return top;
+}
+
+bool has_rule(const ScanResult& result, std::string_view rule) {
+  return std::any_of(result.findings.begin(), result.findings.end(), [&](const auto& f) { return f.rule_id == rule; });
+}
+
+std::vector<fs::path> files_in(const fs::path& dir) {
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(dir))
+    if (entry.is_regular_file() && entry.path().filename() != "manifest.json") files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+TEST(ModelScanner, BenignFilesFromTheRealLibrariesGetNothingAboveInfo) {
+  auto files = files_in(test::fixture("benign"));
+  ASSERT_GE(files.size(), 20u) << "fixtures missing: run tests/fixtures/make_fixtures.py";
+  auto scanner = default_scanner();
+  for (const auto& path : files) {
+    auto result = scan_file(path, scanner);
+    EXPECT_LE(highest(result), Severity::Info) << path << "\n" << describe(result);
+    ASSERT_EQ(result.files.size(), 1u);
+    EXPECT_NE(result.files[0].format, "unknown") << path;
+  }
+}
+
+TEST(ModelScanner, EveryMaliciousFixtureIsCaughtAndItsCallableNamed) {
+  std::ifstream in(test::fixture("malicious/manifest.json"));
+  ASSERT_TRUE(in) << "fixtures missing: run tests/fixtures/make_fixtures.py";
+  auto manifest = nlohmann::json::parse(in);
+  ASSERT_GE(manifest.size(), 30u);
+  auto scanner = default_scanner();
+  for (const auto& item : manifest) {
+    auto path = test::fixture("malicious/" + item["file"].get<std::string>());
+    auto result = scan_file(path, scanner);
+    auto expected = core::parse_severity(item["expect_min_severity"].get<std::string>());
+    ASSERT_TRUE(expected.has_value());
+    EXPECT_GE(highest(result), *expected) << path << " (" << item["technique"] << ")\n" << describe(result);
+    for (const auto& callable : item["expect_callables"]) {
+      std::string name = callable.get<std::string>();
+      bool named = std::any_of(result.findings.begin(), result.findings.end(), [&](const auto& f) {
+        return f.title.find(name) != std::string::npos || f.evidence.find(name) != std::string::npos;
+      });
+      EXPECT_TRUE(named) << path << " should name " << name << "\n" << describe(result);
+    }
+    for (const auto& rule : item.value("expect_rules", nlohmann::json::array()))
+      EXPECT_TRUE(has_rule(result, rule.get<std::string>())) << path << " should raise " << rule << "\n" << describe(result);
+  }
+}
+
+TEST(ModelScanner, DamagedFilesAreFindingsNeverSilentPasses) {
+  auto files = files_in(test::fixture("malformed"));
+  ASSERT_GE(files.size(), 5u);
+  auto scanner = default_scanner();
+  for (const auto& path : files) {
+    auto result = scan_file(path, scanner);
+    EXPECT_FALSE(result.findings.empty()) << path;
+  }
+}
+
+TEST(ModelScanner, ZipNameMismatchIsReportedAndThePickleStillAnalysedAsTorchReadsIt) {
+  auto result = scan_file(test::fixture("malicious/pt_zip_name_mismatch.pt"));
+  EXPECT_TRUE(has_rule(result, "zip.name-mismatch")) << describe(result);
+  EXPECT_TRUE(has_rule(result, "pickle.denied-callable")) << describe(result);
+}
+
+TEST(ModelScanner, BrokenStreamReportsThePayloadBeforeTheDamage) {
+  auto result = scan_file(test::fixture("malicious/nullifai_broken.pkl"));
+  EXPECT_TRUE(has_rule(result, "pickle.malformed")) << describe(result);
+  EXPECT_TRUE(has_rule(result, "pickle.denied-callable")) << describe(result);
+}
+
+TEST(ModelScanner, PickleHiddenUnderAnotherNameInsideTheArchiveIsFound) {
+  auto result = scan_file(test::fixture("malicious/pt_zip_hidden_member.pt"));
+  EXPECT_EQ(highest(result), Severity::Critical) << describe(result);
+}
+
+TEST(ModelScanner, FormatIsSniffedFromBytesNotTheExtension) {
+  auto png = scan_file(test::fixture("malicious/hidden_extension.png"));
+  EXPECT_EQ(png.files.at(0).format, "pickle");
+  EXPECT_EQ(highest(png), Severity::Critical);
+  auto pt = scan_file(test::fixture("benign/state_dict.pt"));
+  EXPECT_EQ(pt.files.at(0).format, "pytorch-zip");
+  auto ts = scan_file(test::fixture("benign/torchscript_module.pt"));
+  EXPECT_EQ(ts.files.at(0).format, "torchscript-zip");
+}
+
+TEST(ModelScanner, NestedWrappersAreOpenedAndTheMemberChainReported) {
+  auto result = scan_file(test::fixture("malicious/nested_tar_gz_zip.tar.gz"));
+  ASSERT_EQ(highest(result), Severity::Critical) << describe(result);
+  bool chained = std::any_of(result.findings.begin(), result.findings.end(), [](const auto& f) {
+    return f.severity == Severity::Critical && std::count(f.location.member.begin(), f.location.member.end(), '!') >= 2;
+  });
+  EXPECT_TRUE(chained) << describe(result);
+}
+
+TEST(ModelScanner, UserAllowListTurnsAnUnknownCallableIntoAPass) {
+  auto path = test::fixture("malicious/unknown_callable.pkl");
+  auto before = scan_file(path);
+  EXPECT_TRUE(has_rule(before, "pickle.unknown-callable")) << describe(before);
+  EXPECT_EQ(highest(before), Severity::High);
+  CallablePolicy policy;
+  policy.allow("mylib.helpers.load_config");
+  auto after = scan_file(path, ModelScanner(std::move(policy), ScanOptions{}));
+  EXPECT_LE(highest(after), Severity::Info) << describe(after);
+}
+
+TEST(ModelScanner, DirectoryWalkScansModelsAndSkipsOtherFiles) {
+  auto dir = fs::path(::testing::TempDir()) / "aegis-walk";
+  fs::remove_all(dir);
+  fs::create_directories(dir / "sub" / ".git");
+  fs::copy_file(test::fixture("benign/state_dict.pt"), dir / "sub" / "blob-without-extension");
+  fs::copy_file(test::fixture("malicious/os_system_reduce.pkl"), dir / "evil.pkl");
+  fs::copy_file(test::fixture("malicious/os_system_reduce.pkl"), dir / "sub" / ".git" / "ignored.pkl");
+  { std::ofstream(dir / "README.md") << "# a model card\n"; }
+  auto result = default_scanner().scan({dir.string()});
+  EXPECT_EQ(result.files.size(), 3u);
+  std::size_t skipped = 0;
+  for (const auto& file : result.files) {
+    if (file.skipped) ++skipped;
+    if (file.path.ends_with("blob-without-extension")) EXPECT_EQ(file.format, "pytorch-zip");
+  }
+  EXPECT_EQ(skipped, 1u);
+  std::size_t critical = 0;
+  for (const auto& f : result.findings)
+    if (f.severity == Severity::Critical) {
+      ++critical;
+      EXPECT_TRUE(f.location.file.ends_with("evil.pkl")) << f.location.file;
+    }
+  EXPECT_EQ(critical, 1u) << describe(result);
+  fs::remove_all(dir);
+}
+
+TEST(ModelScanner, MissingPathIsAnErrorNotAPass) {
+  EXPECT_THROW(default_scanner().scan({"/nonexistent/model.pt"}), core::Error);
+}
+
+TEST(ModelScanner, TooDeepNestingIsReported) {
+  ScanOptions options;
+  options.max_container_depth = 1;
+  auto result = scan_file(test::fixture("malicious/nested_tar_gz_zip.tar.gz"), ModelScanner(CallablePolicy{}, options));
+  EXPECT_TRUE(has_rule(result, "archive.too-deep")) << describe(result);
+}
+
+}  // namespace
+}  // namespace aegis::scan

@@ -1,0 +1,25 @@
+// Helpers shared by the tests: where fixtures live, reading files, running the CLI.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace aegis::test {
+
+inline std::filesystem::path fixture_dir() { return AEGIS_FIXTURE_DIR; }
+inline std::filesystem::path fixture(const std::string& name) { return fixture_dir() / name; }
+inline std::filesystem::path source_dir() { return AEGIS_SOURCE_DIR; }
+
+std::vector<std::uint8_t> read_file(const std::filesystem::path& path);
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+// Runs the built `aegis` binary with the given arguments (no shell involved).
+CommandResult run_cli(const std::vector<std::string>& args);
+
+}  // namespace aegis::test
