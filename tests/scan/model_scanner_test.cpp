@@ -153,15 +153,17 @@ TEST(ModelScanner, DirectoryWalkScansModelsAndSkipsOtherFiles) {
   std::size_t skipped = 0;
   for (const auto& file : result.files) {
     if (file.skipped) ++skipped;
-    if (file.path.ends_with("blob-without-extension")) EXPECT_EQ(file.format, "pytorch-zip");
+    if (file.path.ends_with("blob-without-extension")) {
+      EXPECT_EQ(file.format, "pytorch-zip");
+    }
   }
   EXPECT_EQ(skipped, 1u);
   std::size_t critical = 0;
-  for (const auto& f : result.findings)
-    if (f.severity == Severity::Critical) {
-      ++critical;
-      EXPECT_TRUE(f.location.file.ends_with("evil.pkl")) << f.location.file;
-    }
+  for (const auto& f : result.findings) {
+    if (f.severity != Severity::Critical) continue;
+    ++critical;
+    EXPECT_TRUE(f.location.file.ends_with("evil.pkl")) << f.location.file;
+  }
   EXPECT_EQ(critical, 1u) << describe(result);
   fs::remove_all(dir);
 }

@@ -70,6 +70,22 @@ std::string read_entry_data(struct archive* a, const OutputBudget& budget, std::
   }
 }
 
+// Only the decompressors libarchive runs in-process: archive_read_support_filter_all would also
+// register lrzip, lzop and grzip, which spawn external programs on hostile input. A filter that
+// answers ARCHIVE_WARN has fallen back to an external program, so the handle is refused.
+bool enable_in_process_filters(struct archive* a) {
+  using Enable = int (*)(struct archive*);
+  constexpr std::array<Enable, 8> filters = {
+      archive_read_support_filter_gzip, archive_read_support_filter_bzip2, archive_read_support_filter_xz,
+      archive_read_support_filter_lzma, archive_read_support_filter_lzip,  archive_read_support_filter_zstd,
+      archive_read_support_filter_lz4,  archive_read_support_filter_compress,
+  };
+  for (Enable enable : filters) {
+    if (enable(a) != ARCHIVE_OK) return false;
+  }
+  return true;
+}
+
 bool looks_like_zlib_stream(std::span<const std::uint8_t> data) {
   return data.size() >= 2 && (data[0] & 0x0F) == 8 && (data[0] >> 4) <= 7 && ((data[0] << 8) | data[1]) % 31 == 0;
 }
@@ -140,7 +156,7 @@ std::vector<std::string> for_each_archive_entry(std::span<const std::uint8_t> da
   ArchiveHandle handle(archive_read_new());
   struct archive* a = handle.get();
   if (!a) throw core::FormatError("libarchive could not start", 0);
-  archive_read_support_filter_all(a);
+  if (!enable_in_process_filters(a)) throw core::FormatError("libarchive lacks an in-process decompressor", 0);
   archive_read_support_format_all(a);
   if (archive_read_open_memory(a, data.data(), data.size()) != ARCHIVE_OK) {
     throw core::FormatError("not a readable archive: " + archive_message(a), 0);
@@ -204,7 +220,7 @@ std::string decompress_stream(std::span<const std::uint8_t> data, const ArchiveL
   ArchiveHandle handle(archive_read_new());
   struct archive* a = handle.get();
   if (!a) return "libarchive could not start";
-  archive_read_support_filter_all(a);
+  if (!enable_in_process_filters(a)) return "libarchive lacks an in-process decompressor";
   archive_read_support_format_raw(a);
   if (archive_read_open_memory(a, data.data(), data.size()) != ARCHIVE_OK) return "not a compressed stream: " + archive_message(a);
   struct archive_entry* entry = nullptr;

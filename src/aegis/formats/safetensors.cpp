@@ -160,7 +160,10 @@ bool looks_like_safetensors(std::span<const std::uint8_t> data) {
   if (data.size() < 10) return false;
   std::uint64_t length = 0;
   for (int i = 7; i >= 0; --i) length = (length << 8) | data[static_cast<std::size_t>(i)];
-  return length >= 2 && length <= kMaxHeaderLength && data[8] == '{';
+  if (length < 2 || data[8] != '{') return false;
+  // A header length past the limit still means safetensors when a JSON key follows, so that the
+  // validator (not "unknown format") explains what is wrong with it.
+  return length <= kMaxHeaderLength || data[9] == '"';
 }
 
 SafetensorsInfo validate_safetensors(std::span<const std::uint8_t> data) {

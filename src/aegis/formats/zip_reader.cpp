@@ -37,7 +37,6 @@ constexpr std::uint16_t kFlagStrongEncryption = 0x0040;
 constexpr std::uint16_t kZip64ExtraId = 0x0001;
 
 constexpr std::uint32_t kU32Max = 0xFFFFFFFFu;
-constexpr std::uint16_t kU16Max = 0xFFFFu;
 
 // A deflate stream can reach ~1032:1 legitimately on constant data; the ratio is a bomb signal only
 // once the output is big enough to hurt, so small members of zeros are not refused.

@@ -66,6 +66,10 @@ std::string join_member(const std::string& outer, std::string_view inner) {
   return outer + "!" + std::string(inner);
 }
 
+bool starts_with_local_header(std::span<const std::uint8_t> data) {
+  return data.size() >= 4 && data[0] == 'P' && data[1] == 'K' && data[2] == 3 && data[3] == 4;
+}
+
 std::string_view format_label(FileKind kind) { return formats::to_string(kind); }
 
 // Inspects one input file (and everything nested in it), appending findings.
@@ -80,9 +84,14 @@ class ArtifactInspector {
                            bool& skipped) {
     FileKind kind = formats::sniff(data);
     skipped = false;
-    if (kind == FileKind::Unknown && !explicit_input && !model_extension) {
-      skipped = true;
-      return "other";
+    if (!explicit_input && !model_extension) {
+      // While walking a tree, a text file can start with bytes that are also protocol-0 opcodes;
+      // only a stream shaped like a real pickle is worth analysing there.
+      bool weak_pickle = kind == FileKind::Pickle && !formats::looks_like_pickle(data);
+      if (kind == FileKind::Unknown || weak_pickle) {
+        skipped = true;
+        return "other";
+      }
     }
     inspect(data, "", 0, kind);
     return zip_flavour_.empty() ? std::string(format_label(kind)) : zip_flavour_;
@@ -133,6 +142,10 @@ class ArtifactInspector {
       }
       case FileKind::Zip:
         inspect_zip(data, member, depth);
+        // torch.load only takes the zip path when the file starts with a local header; otherwise it
+        // unpickles from byte 0. A pickle with a zip behind it is read both ways, so scan both.
+        if (!starts_with_local_header(data) && formats::looks_like_pickle(data))
+          inspect_pickle(data, member, options_.pickle_limits, "pickle stream in front of a zip");
         return;
       case FileKind::Npy:
         inspect_npy(data, member);
