@@ -178,7 +178,9 @@ def classify(tool, out, rc):
         if not res:
             return "ERR" if ("Traceback" in out or rc not in (0, None)) else "SKIP"
         worst = max(FICKLING_ORDER.index(s) if s in FICKLING_ORDER else 2 for s, _, _ in res)
-        if worst >= FICKLING_ORDER.index("LIKELY_UNSAFE"):
+        # fickling's generic analysis calls every non-stdlib import (torch, numpy, sklearn) LIKELY_UNSAFE:
+        # only its "overtly malicious" grades count as a detection, the rest as a warning.
+        if worst >= FICKLING_ORDER.index("LIKELY_OVERTLY_MALICIOUS"):
             return "FLAG"
         if all(int(e) > 0 and int(r) == 0 for _, r, e in res):
             return "ERR"

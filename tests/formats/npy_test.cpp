@@ -85,6 +85,11 @@ TEST(Npy, DetectsObjectDtype) {
   const NpyHeader nested = parse_npy_header(
       npy_file(1, "{'descr': [('a', '<f4'), ('b', [('c', '<i2'), ('d', 'O')])], 'fortran_order': False, 'shape': (1,), }"));
   EXPECT_TRUE(nested.has_object);
+  // np.dtype() spellings that also mean objects
+  for (const std::string descr : {"'object'", "'f4,O'", "'(2,)O'", "'>O'", "'i4, O4'", "[('a', 'object')]"}) {
+    SCOPED_TRACE(descr);
+    EXPECT_TRUE(parse_npy_header(npy_file(1, "{'descr': " + descr + ", 'fortran_order': False, 'shape': (1,)}")).has_object);
+  }
   const NpyHeader double_quoted = parse_npy_header(npy_file(1, "{\"descr\": \"|O\", \"fortran_order\": False, \"shape\": (3,)}"));
   EXPECT_TRUE(double_quoted.has_object);
 }

@@ -221,14 +221,17 @@ struct DtypeFacts {
 // and for datetimes a unit in brackets.
 DtypeFacts plain_dtype_facts(std::string_view s) {
   DtypeFacts facts;
+  // numpy resolves the string with np.dtype(), which also takes 'object', 'object_', comma lists
+  // such as 'f4,O' and subarrays such as '(2,)O'. No other dtype spelling holds a capital O or the
+  // word "object", so either one means objects: fail closed rather than parse every spelling.
+  if (s.find('O') != std::string_view::npos || s.find("object") != std::string_view::npos) {
+    facts.has_object = true;
+    return facts;
+  }
   if (!s.empty() && std::strchr("<>|=!", s.front()) != nullptr) s.remove_prefix(1);
   if (s.empty()) return facts;
   const char code = s.front();
   s.remove_prefix(1);
-  if (code == 'O') {
-    facts.has_object = true;
-    return facts;
-  }
   if (const auto bracket = s.find('['); bracket != std::string_view::npos) s = s.substr(0, bracket);
   std::uint64_t count = 0;
   bool has_count = false;

@@ -740,9 +740,8 @@ int base64_value(std::uint8_t c) {
 
 // Decodes as Python's b64decode does by default: characters outside the alphabet are skipped,
 // '=' ends the data. Stops after `cap` output bytes.
-std::vector<std::uint8_t> decode_base64(std::string_view in, std::uint64_t cap) {
-  std::vector<std::uint8_t> out;
-  out.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(in.size() / 4 * 3 + 3, cap)));
+template <class Output>
+void decode_base64(std::string_view in, std::uint64_t cap, Output& out) {
   std::uint32_t acc = 0;
   int bits = 0;
   for (char ch : in) {
@@ -759,8 +758,16 @@ std::vector<std::uint8_t> decode_base64(std::string_view in, std::uint64_t cap) 
       if (out.size() >= cap) break;
     }
   }
-  return out;
 }
+
+// A few decoded bytes on the stack, for the checks made before decoding a whole string.
+struct SmallBuffer {
+  std::array<std::uint8_t, 256> bytes{};
+  std::size_t count = 0;
+  void push_back(std::uint8_t b) { bytes[count++] = b; }
+  std::size_t size() const { return count; }
+  std::span<const std::uint8_t> view() const { return {bytes.data(), count}; }
+};
 
 // First bytes that can open a pickle; the gate before any decoding work is spent.
 bool plausible_first_byte(std::uint8_t b) {
@@ -2099,12 +2106,16 @@ void PickleMachine::look_for_embedded(std::string_view text) {
     for (std::size_t i = 0; i < 8; ++i) {
       if (base64_value(bytes[i]) < 0) return;
     }
-    const std::vector<std::uint8_t> head = decode_base64(text.substr(0, 8), 6);
-    if (head.empty() || !(head[0] == op::kProto ? head.size() > 1 && head[1] <= 5 : plausible_first_byte(head[0]))) {
-      return;
-    }
-    if (!looks_like_pickle(decode_base64(text.substr(0, std::min<std::size_t>(n, 344)), 256))) return;
-    const std::vector<std::uint8_t> decoded = decode_base64(text, kMaxDecodedEmbedded);
+    SmallBuffer head;
+    decode_base64(text.substr(0, 8), 6, head);
+    const auto& h = head.bytes;
+    if (!(h[0] == op::kProto ? h[1] <= 5 : plausible_first_byte(h[0]))) return;
+    SmallBuffer prefix;
+    decode_base64(text.substr(0, std::min<std::size_t>(n, 344)), prefix.bytes.size(), prefix);
+    if (!looks_like_pickle(prefix.view())) return;
+    std::vector<std::uint8_t> decoded;
+    decoded.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(n / 4 * 3 + 3, kMaxDecodedEmbedded)));
+    decode_base64(text, kMaxDecodedEmbedded, decoded);
     if (looks_like_pickle(decoded)) analyse_embedded(decoded, "base64");
   }
 }
