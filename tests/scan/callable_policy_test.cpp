@@ -73,3 +73,24 @@ TEST(CallablePolicy, UserAllowsByNameModuleAndFile) {
 
 }  // namespace
 }  // namespace aegis::scan
+
+namespace aegis::scan {
+namespace {
+
+TEST(CallablePolicy, Python2NamesAreGradedAsPython3ImportsThem) {
+  CallablePolicy policy;
+  EXPECT_EQ(CallablePolicy::python3_module("__builtin__"), "builtins");
+  EXPECT_EQ(policy.classify("__builtin__", "eval"), CallableVerdict::Denied);
+  EXPECT_EQ(policy.classify("copy_reg", "_reconstructor"), CallableVerdict::Allowed);
+  EXPECT_EQ(policy.classify("commands", "getoutput"), CallableVerdict::Denied);
+}
+
+TEST(CallablePolicy, DottedNamesAreFollowedAttributeByAttribute) {
+  CallablePolicy policy;
+  EXPECT_EQ(policy.classify("torch", "serialization.os.system"), CallableVerdict::Denied);
+  EXPECT_EQ(policy.classify("numpy", "core.multiarray.os.popen"), CallableVerdict::Denied);
+  EXPECT_EQ(policy.classify("mylib", "a.b.c"), CallableVerdict::Unknown);
+}
+
+}  // namespace
+}  // namespace aegis::scan

@@ -17,6 +17,8 @@ namespace {
 constexpr std::uint64_t kMaxHeaderLength = 100'000'000;  // the reference reader's MAX_HEADER_SIZE
 constexpr int kMaxJsonDepth = 64;                        // nlohmann's parser recurses once per level
 constexpr std::size_t kMaxProblems = 1000;
+// Far above any real model (about ten values per tensor), far below what would exhaust memory.
+constexpr std::uint64_t kMaxJsonValues = 4'000'000;
 
 // Bits per element of every dtype the format defines; sub-byte types pack tightly.
 std::optional<std::uint64_t> dtype_bits(std::string_view dtype) {
@@ -32,9 +34,16 @@ std::optional<std::uint64_t> dtype_bits(std::string_view dtype) {
   return it->second;
 }
 
-// Deepest bracket nesting outside strings; stops counting once past the limit.
-int json_depth(std::string_view text) {
-  int depth = 0, deepest = 0;
+struct JsonShape {
+  int depth = 0;              // deepest bracket nesting outside strings
+  std::uint64_t values = 0;   // separators and openers outside strings: about one per value
+};
+
+// One linear pass that bounds what the DOM parser will be asked to build: nlohmann recurses once
+// per nesting level, and each value costs tens of bytes of DOM.
+JsonShape measure_json(std::string_view text) {
+  JsonShape shape;
+  int depth = 0;
   bool in_string = false, escaped = false;
   for (char c : text) {
     if (in_string) {
@@ -46,13 +55,16 @@ int json_depth(std::string_view text) {
     if (c == '"') {
       in_string = true;
     } else if (c == '{' || c == '[') {
-      if (++depth > deepest) deepest = depth;
-      if (deepest > kMaxJsonDepth) return deepest;
+      ++shape.values;
+      if (++depth > shape.depth) shape.depth = depth;
+      if (shape.depth > kMaxJsonDepth) return shape;
     } else if (c == '}' || c == ']') {
       --depth;
+    } else if (c == ',' || c == ':') {
+      ++shape.values;
     }
   }
-  return deepest;
+  return shape;
 }
 
 class ProblemLog {
@@ -188,8 +200,13 @@ SafetensorsInfo validate_safetensors(std::span<const std::uint8_t> data) {
     log.add("json", "", "header does not start with '{'");
     return info;
   }
-  if (json_depth(header) > kMaxJsonDepth) {
+  const JsonShape shape = measure_json(header);
+  if (shape.depth > kMaxJsonDepth) {
     log.add("depth", "", "JSON header nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+    return info;
+  }
+  if (shape.values > kMaxJsonValues) {
+    log.add("json", "", "JSON header holds more than " + std::to_string(kMaxJsonValues) + " values; not checked");
     return info;
   }
 

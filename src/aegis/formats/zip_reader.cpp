@@ -67,6 +67,13 @@ std::string hex16(std::uint16_t value) {
   return text;
 }
 
+// Names quoted inside anomaly details are cut short: a hostile archive can repeat a 64 KiB name
+// in thousands of anomalies.
+std::string shorten(const std::string& text) {
+  constexpr std::size_t kMaxQuoted = 200;
+  return text.size() <= kMaxQuoted ? text : text.substr(0, kMaxQuoted) + "...";
+}
+
 bool has_signature(std::span<const std::uint8_t> d, std::uint64_t at, std::uint32_t signature) {
   return fits(at, 4, d.size()) && le32(d, static_cast<std::size_t>(at)) == signature;
 }
@@ -190,7 +197,9 @@ class AnomalyLog {
 };
 
 // Compares the local header of one entry with its central record and places its data.
-void read_local_header(std::span<const std::uint8_t> d, ZipEntry& entry, AnomalyLog& log) {
+// `name_budget` bounds the local-name bytes copied in all: many central entries can point at one
+// local header with a 64 KiB name, and legitimate archives never copy more than the file holds.
+void read_local_header(std::span<const std::uint8_t> d, ZipEntry& entry, AnomalyLog& log, std::uint64_t& name_budget) {
   const std::uint64_t at = entry.local_header_offset;
   if (!fits(at, kLocalHeaderSize, d.size())) {
     log.add("out-of-bounds", entry.name, at, "local header lies outside the file");
@@ -215,12 +224,14 @@ void read_local_header(std::span<const std::uint8_t> d, ZipEntry& entry, Anomaly
     entry.readable = false;
     return;
   }
-  entry.local_name.assign(reinterpret_cast<const char*>(d.data() + name_at), name_length);
+  const std::size_t copied = name_length <= name_budget ? name_length : std::min<std::size_t>(name_length, 256);
+  name_budget -= std::min<std::uint64_t>(name_budget, copied);
+  entry.local_name.assign(reinterpret_cast<const char*>(d.data() + name_at), copied);
   apply_zip64_extra(d.subspan(static_cast<std::size_t>(name_at + name_length), extra_length), local, true);
   entry.data_offset = name_at + name_length + extra_length;
 
-  if (entry.local_name != entry.name) {
-    log.add("name-mismatch", entry.name, at, "local header names it '" + entry.local_name + "'");
+  if (copied != name_length || entry.local_name != entry.name) {
+    log.add("name-mismatch", entry.name, at, "local header names it '" + shorten(entry.local_name) + "'");
   }
   if (entry.local_flags != entry.flags) {
     log.add("flags-mismatch", entry.name, at,
@@ -267,7 +278,7 @@ void find_overlaps(const std::vector<ZipEntry>& entries, AnomalyLog& log) {
   for (std::size_t i = 0; i < ranges.size(); ++i) {
     if (i > 0 && ranges[i].begin < reach) {
       log.add("overlap", entries[ranges[i].index].name, ranges[i].begin,
-              "shares bytes with '" + entries[reach_owner].name + "'");
+              "shares bytes with '" + shorten(entries[reach_owner].name) + "'");
     }
     if (ranges[i].end > reach) {
       reach = ranges[i].end;
@@ -389,6 +400,7 @@ ZipArchive read_zip(std::span<const std::uint8_t> data, const ZipLimits& limits)
     log.add("out-of-bounds", "", cd_start, "central directory runs past the end of the file");
   }
   std::unordered_set<std::string> names;
+  std::uint64_t local_name_budget = size;
   std::uint64_t pos = cd_start;
   while (has_signature(data, pos, kCentralHeaderSignature)) {
     if (archive.entries.size() >= end.entries && pos >= cd_stated_end) break;
@@ -438,7 +450,7 @@ ZipArchive read_zip(std::span<const std::uint8_t> data, const ZipLimits& limits)
       log.add("zip-bomb", entry.name, at,
               "declares " + std::to_string(entry.uncompressed_size) + " bytes from " + std::to_string(entry.compressed_size));
     }
-    read_local_header(data, entry, log);
+    read_local_header(data, entry, log, local_name_budget);
     archive.entries.push_back(std::move(entry));
   }
 

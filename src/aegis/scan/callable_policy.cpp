@@ -88,11 +88,51 @@ bool CallablePolicy::matches(const Rule& rule, std::string_view module, std::str
   return name.size() > rule.name.size() && name.starts_with(rule.name) && name[rule.name.size()] == '.';
 }
 
-CallableVerdict CallablePolicy::classify(std::string_view module, std::string_view name) const {
+std::string_view CallablePolicy::python3_module(std::string_view module) {
+  // The renames that Python 3's Unpickler applies to protocol 0-2 pickles (fix_imports=True).
+  static constexpr std::pair<std::string_view, std::string_view> kRenames[] = {
+      {"__builtin__", "builtins"}, {"copy_reg", "copyreg"}, {"cPickle", "pickle"}, {"Queue", "queue"},
+      {"exceptions", "builtins"}, {"UserDict", "collections"}, {"UserList", "collections"},
+      {"UserString", "collections"}, {"commands", "subprocess"}, {"urllib2", "urllib.request"},
+      {"httplib", "http.client"}, {"cStringIO", "io"}, {"StringIO", "io"}, {"thread", "_thread"},
+      {"dummy_thread", "_dummy_thread"}, {"SocketServer", "socketserver"}, {"repr", "reprlib"},
+      {"_winreg", "winreg"}, {"ConfigParser", "configparser"}, {"__main__", "__main__"}};
+  for (const auto& [old_name, new_name] : kRenames)
+    if (module == old_name) return new_name;
+  return module;
+}
+
+CallableVerdict CallablePolicy::classify_exact(std::string_view module, std::string_view name) const {
   for (const auto& rule : allowed_)
     if (matches(rule, module, name, false)) return CallableVerdict::Allowed;
   for (const auto& rule : denied_)
     if (matches(rule, module, name, true)) return CallableVerdict::Denied;
+  return CallableVerdict::Unknown;
+}
+
+CallableVerdict CallablePolicy::classify(std::string_view module, std::string_view name) const {
+  module = python3_module(module);
+  auto verdict = classify_exact(module, name);
+  if (verdict != CallableVerdict::Unknown || name.find('.') == std::string_view::npos) return verdict;
+  // Protocol 4 resolves a dotted name by getattr from the module: torch + "serialization.os.system"
+  // reaches os.system through module attributes. Grade every module/name split of the path, so
+  // that a denied callable anywhere along it is caught.
+  std::vector<std::string_view> parts;
+  std::string path = std::string(module) + "." + std::string(name);
+  std::string_view rest = path;
+  while (!rest.empty() && parts.size() < 32) {
+    auto dot = rest.find('.');
+    parts.push_back(rest.substr(0, dot));
+    rest = dot == std::string_view::npos ? std::string_view{} : rest.substr(dot + 1);
+  }
+  for (std::size_t start = 1; start + 1 < parts.size(); ++start) {
+    for (std::size_t split = start + 1; split < parts.size(); ++split) {
+      std::string sub_module, sub_name;
+      for (std::size_t i = start; i < split; ++i) sub_module += (i > start ? "." : "") + std::string(parts[i]);
+      for (std::size_t i = split; i < parts.size(); ++i) sub_name += (i > split ? "." : "") + std::string(parts[i]);
+      if (classify_exact(sub_module, sub_name) == CallableVerdict::Denied) return CallableVerdict::Denied;
+    }
+  }
   return CallableVerdict::Unknown;
 }
 

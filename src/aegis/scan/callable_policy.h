@@ -20,7 +20,12 @@ class CallablePolicy {
   // Reads an allow-list file: one dotted name per line, '#' comments. Throws core::Error.
   void allow_file(const std::string& path);
 
+  // Grades module.name as Python 3's unpickler would resolve it: Python 2 module names renamed
+  // (__builtin__ -> builtins), dotted names followed attribute by attribute.
   CallableVerdict classify(std::string_view module, std::string_view name) const;
+
+  // The Python 3 module that the unpickler imports for a Python 2 module name (else the name itself).
+  static std::string_view python3_module(std::string_view module);
 
  private:
   struct Rule {
@@ -28,6 +33,7 @@ class CallablePolicy {
     bool subtree = false;     // "pkg.*": the module and its submodules
     std::string name;         // exact name, "*" for any, "@class" for upper-case names
   };
+  CallableVerdict classify_exact(std::string_view module, std::string_view name) const;
   static std::vector<Rule> parse_table(std::string_view text);
   // attribute_paths: "os.system" listed also covers "system.x" style dotted names (deny side only;
   // an allow rule never extends to attributes of what it allows).

@@ -200,7 +200,7 @@ class ArtifactInspector {
               kRemedyUnknown);
         continue;
       }
-      std::string dotted = import.module + "." + import.name;
+      std::string dotted = std::string(CallablePolicy::python3_module(import.module)) + "." + import.name;
       auto [it, inserted] = groups.try_emplace(dotted);
       auto& group = it->second;
       if (inserted) {
@@ -218,13 +218,16 @@ class ArtifactInspector {
               kAtlasCode, kRmfCode, kRemedyUnknown);
         continue;
       }
-      auto it = groups.find(call.module + "." + call.name);
+      auto it = groups.find(std::string(CallablePolicy::python3_module(call.module)) + "." + call.name);
       if (it != groups.end() && it->second.uses.size() < 5) it->second.uses.push_back(&call);
     }
     for (const auto& [dotted, group] : groups) {
       if (group.verdict == CallableVerdict::Allowed) continue;
       bool denied = group.verdict == CallableVerdict::Denied;
-      std::string evidence = group.first->opcode + " " + dotted + " at " + hex_offset(group.first->offset);
+      std::string evidence = group.first->opcode + " " + group.first->module + "." + group.first->name + " at " +
+                             hex_offset(group.first->offset);
+      if (group.first->module != CallablePolicy::python3_module(group.first->module))
+        evidence += " (Python 3 imports it as " + dotted + ")";
       if (group.count > 1) evidence += " (imported " + std::to_string(group.count) + " times)";
       for (const auto* use : group.uses) {
         evidence += "; " + use->kind + " " + use->callee;
