@@ -126,6 +126,14 @@ TEST(Safetensors, RefusesDeepJsonWithoutRecursing) {
   EXPECT_FALSE(has_problem(validate_safetensors(safetensors_file(quoted, 0)), "depth"));
 }
 
+TEST(Safetensors, RefusesHeadersTooBigToCheck) {
+  std::string many = "{\"__metadata__\":{\"x\":\"y\"},\"a\":[";
+  for (int i = 0; i < 4'100'000; ++i) many += "0,";
+  many += "0]}";
+  const SafetensorsInfo info = validate_safetensors(safetensors_file(many, 0));
+  EXPECT_TRUE(has_problem(info, "json")) << describe(info);
+}
+
 TEST(Safetensors, ReportsMetadataThatIsNotStrings) {
   const std::string header = R"({"__metadata__":{"format":"pt","n":3,"nested":{"a":"b"}}})";
   const SafetensorsInfo info = validate_safetensors(safetensors_file(header, 0));
