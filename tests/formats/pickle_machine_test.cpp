@@ -767,16 +767,13 @@ TEST(PickleMachine, LooksLikePickle) {
 // ---------------------------------------------------------------------------------------------
 // Fixtures made by tests/fixtures/make_fixtures.py with the real libraries
 
-std::vector<std::uint8_t> fixture_or_skip(const std::string& name) {
-  const auto path = aegis::test::fixture(name);
-  if (!std::filesystem::exists(path)) return {};
-  return aegis::test::read_file(path);
-}
+// Fixtures are made by tests/fixtures/make_fixtures.py before the tests run; a missing one is a failure.
+std::vector<std::uint8_t> fixture_bytes(const std::string& name) { return aegis::test::read_file(aegis::test::fixture(name)); }
 
 TEST(PickleMachineFixtures, JoblibFilesReadCleanly) {
   for (const char* name : {"benign/joblib_sklearn_logreg.joblib", "benign/joblib_numpy_arrays.joblib"}) {
-    const auto data = fixture_or_skip(name);
-    if (data.empty()) GTEST_SKIP() << "fixture missing: " << name;
+    const auto data = fixture_bytes(name);
+    ASSERT_FALSE(data.empty());
     const PickleReport r = analyze_pickle(data);
     EXPECT_FALSE(r.malformed) << name << ": " << r.malformed.value_or("") << " at " << r.malformed_offset;
     EXPECT_EQ(r.bytes_consumed, data.size()) << name;
@@ -793,8 +790,8 @@ TEST(PickleMachineFixtures, JoblibFilesReadCleanly) {
 TEST(PickleMachineFixtures, PlainStructuresReadCleanly) {
   for (int p : {0, 2, 4, 5}) {
     const std::string name = "benign/plain_structures_p" + std::to_string(p) + ".pkl";
-    const auto data = fixture_or_skip(name);
-    if (data.empty()) GTEST_SKIP() << "fixture missing: " << name;
+    const auto data = fixture_bytes(name);
+    ASSERT_FALSE(data.empty());
     const PickleReport r = analyze_pickle(data);
     EXPECT_FALSE(r.malformed) << name << ": " << r.malformed.value_or("");
     EXPECT_EQ(r.pickles, 1u);
@@ -808,8 +805,8 @@ TEST(PickleMachineFixtures, PlainStructuresReadCleanly) {
 TEST(PickleMachineFixtures, StateDictIsAZipNotAPickle) {
   // torch.save writes a zip; its data.pkl is read through the zip reader. The raw file must
   // not pass for a pickle, or a scanner would look at the wrong bytes.
-  const auto data = fixture_or_skip("benign/state_dict.pt");
-  if (data.empty()) GTEST_SKIP() << "fixture missing";
+  const auto data = fixture_bytes("benign/state_dict.pt");
+    ASSERT_FALSE(data.empty());
   EXPECT_FALSE(looks_like_pickle(data));
 }
 

@@ -90,6 +90,10 @@ TEST(CallablePolicy, DottedNamesAreFollowedAttributeByAttribute) {
   EXPECT_EQ(policy.classify("torch", "serialization.os.system"), CallableVerdict::Denied);
   EXPECT_EQ(policy.classify("numpy", "core.multiarray.os.popen"), CallableVerdict::Denied);
   EXPECT_EQ(policy.classify("mylib", "a.b.c"), CallableVerdict::Unknown);
+  // a wildcard allow rule does not let a dotted name walk out of the allowed module
+  EXPECT_EQ(policy.classify("torch.nn.functional", "relu"), CallableVerdict::Allowed);
+  EXPECT_EQ(policy.classify("torch.nn.functional", "torch.serialization.os.system"), CallableVerdict::Denied);
+  EXPECT_EQ(policy.classify("__torch__.m", "a.b"), CallableVerdict::Unknown);
 }
 
 }  // namespace

@@ -77,6 +77,9 @@ void CallablePolicy::allow_file(const std::string& path) {
 }
 
 bool CallablePolicy::matches(const Rule& rule, std::string_view module, std::string_view name, bool attribute_paths) {
+  // An allow rule never covers a dotted name: "torch.nn.functional" + "torch.os.system" walks module
+  // attributes to somewhere else entirely.
+  if (!attribute_paths && name.find('.') != std::string_view::npos) return false;
   bool module_ok = rule.subtree ? module_in_subtree(module, rule.module) : module == rule.module;
   if (!module_ok) return false;
   if (rule.name == "*") return true;
