@@ -183,7 +183,11 @@ std::vector<std::string> for_each_archive_entry(std::span<const std::uint8_t> da
     }
     const char* raw_name = archive_entry_pathname(entry);
     const std::string name = raw_name ? raw_name : "";
-    if (archive_entry_filetype(entry) != AE_IFREG || archive_entry_hardlink(entry) != nullptr) {
+    // 7z writers that record only Windows attributes (py7zr, 7-Zip on Windows) leave the Unix file
+    // type empty: such an entry without a link target is a plain file.
+    const auto type = archive_entry_filetype(entry);
+    const bool plain_file = type == AE_IFREG || (type == 0 && archive_entry_symlink(entry) == nullptr);
+    if (!plain_file || archive_entry_hardlink(entry) != nullptr) {
       if (archive_entry_filetype(entry) != AE_IFDIR) problems.push_back(describe_skipped(entry));
       continue;
     }
