@@ -20,7 +20,7 @@ struct ScanFlags {
   std::size_t max_depth = 6;
   bool no_crc = false;
   bool follow_symlinks = false;
-  std::uint64_t max_inflated_mb = 4096;
+  std::uint64_t max_inflated_mb = 1024;  // memory bound per member being inspected
 };
 
 int run_scan(const ScanFlags& flags) {

@@ -11,7 +11,7 @@ namespace aegis::formats {
 
 struct ArchiveLimits {
   std::size_t max_entries = 10000;
-  std::uint64_t max_entry_size = 2ull << 30;   // bytes of one decompressed entry
+  std::uint64_t max_entry_size = 1ull << 30;   // bytes of one decompressed entry (held in memory)
   std::uint64_t max_total_size = 8ull << 30;   // bytes of all entries together
   std::uint64_t max_ratio = 200;               // decompressed / compressed input
 };

@@ -13,7 +13,7 @@ namespace aegis::formats {
 
 struct ZipLimits {
   std::size_t max_entries = 100000;
-  std::uint64_t max_inflated_size = 4ull << 30;  // refuse to inflate one member beyond this
+  std::uint64_t max_inflated_size = 1ull << 30;  // refuse to inflate one member beyond this (memory bound)
   std::uint64_t max_ratio = 200;                 // inflated/compressed beyond this is a zip bomb
 };
 
