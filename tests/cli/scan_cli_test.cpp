@@ -38,6 +38,8 @@ TEST(ScanCli, FailOnSetsTheThreshold) {
   EXPECT_EQ(run_cli({"scan", path, "--format", "json"}).exit_code, 1);  // high >= default high
   EXPECT_EQ(run_cli({"scan", path, "--format", "json", "--fail-on", "critical"}).exit_code, 0);
   EXPECT_EQ(run_cli({"scan", path, "--format", "json", "--allow", "mylib.helpers.load_config"}).exit_code, 0);
+  // the flag takes one value: paths after it are still paths
+  EXPECT_EQ(run_cli({"scan", "--allow", "mylib.helpers.load_config", "--allow", "x.y", path, "--format", "json"}).exit_code, 0);
 }
 
 TEST(ScanCli, UsageAndIoErrorsExitTwoWithAReason) {

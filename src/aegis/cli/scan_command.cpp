@@ -66,8 +66,11 @@ void register_scan_command(CLI::App& app, int& exit_code) {
       "scan", "Statically analyse model artifacts (pickle, PyTorch, joblib, NumPy, safetensors, archives) without loading them");
   command->add_option("paths", flags->paths, "files or directories to scan")->required();
   add_common_options(*command, flags->common);
-  command->add_option("--allow", flags->allow, "accept a callable you trust: module.name, or module.* (repeatable)");
+  // One value per flag, repeated as often as needed, so that the paths after it stay paths.
+  command->add_option("--allow", flags->allow, "accept a callable you trust: module.name, or module.* (repeatable)")
+      ->allow_extra_args(false);
   command->add_option("--allow-file", flags->allow_files, "file of accepted callables, one module.name per line")
+      ->allow_extra_args(false)
       ->check(CLI::ExistingFile);
   command->add_option("--threads,-j", flags->threads, "worker threads (default: one per core)");
   command->add_option("--max-depth", flags->max_depth, "deepest nesting of archives to open")->check(CLI::Range(1, 32));
