@@ -181,3 +181,26 @@ TEST(ModelScanner, TooDeepNestingIsReported) {
 
 }  // namespace
 }  // namespace aegis::scan
+
+namespace aegis::scan {
+namespace {
+
+TEST(ModelScanner, JoblibArrayBytesAreAlsoReadAsPickleLoadReadsThem) {
+  auto path = test::fixture("malicious/joblib_array_payload.joblib");
+  auto result = scan_file(path);
+  EXPECT_TRUE(has_rule(result, "pickle.joblib-array-payload")) << describe(result);
+  // joblib's own reading of the same bytes sees only its array wrapper
+  auto bytes = test::read_file(path);
+  auto joblib_reading = formats::analyze_pickle(bytes);
+  EXPECT_EQ(joblib_reading.joblib_arrays_skipped, 2u);
+  for (const auto& import : joblib_reading.imports) EXPECT_NE(import.module, "posix");
+  formats::PickleLimits plain;
+  plain.skip_joblib_arrays = false;
+  auto plain_reading = formats::analyze_pickle(bytes, plain);
+  bool sees_system = std::any_of(plain_reading.imports.begin(), plain_reading.imports.end(),
+                                 [](const auto& i) { return i.module == "posix" && i.name == "system"; });
+  EXPECT_TRUE(sees_system);
+}
+
+}  // namespace
+}  // namespace aegis::scan

@@ -21,6 +21,9 @@ struct PickleLimits {
   std::size_t max_nested_depth = 4;            // pickles inside pickle data, analysed recursively
   std::size_t max_records = 100000;            // imports + calls recorded before we stop recording (counted still)
   std::size_t max_pickles = 0;                 // stop after this many concatenated pickles (0: run to the end)
+  // Read as joblib.load does: skip the array bytes joblib writes inline after a NumpyArrayWrapper.
+  // false reads as plain pickle.load does, which runs those bytes as opcodes.
+  bool skip_joblib_arrays = true;
 };
 
 // A global that the loader resolves through find_class (GLOBAL, INST, STACK_GLOBAL) or an
@@ -68,6 +71,7 @@ struct PickleReport {
   std::size_t pickles = 0;           // complete pickles (STOP reached)
   std::uint64_t bytes_consumed = 0;  // offset just after the last STOP, or where analysis stopped
   std::uint64_t opcodes = 0;
+  std::size_t joblib_arrays_skipped = 0;  // inline joblib arrays skipped (see skip_joblib_arrays)
 
   // Set when the stream is damaged or truncated; everything before the damage is still recorded.
   std::optional<std::string> malformed;

@@ -2033,6 +2033,7 @@ bool PickleMachine::read_joblib_array(const ObjectNode& wrapper) {
                      std::to_string(remaining()) + " left");
   }
   pos_ += nbytes;
+  ++report_.joblib_arrays_skipped;
   return true;
 }
 
@@ -2354,6 +2355,7 @@ PickleReport analyze_pickle(std::span<const std::uint8_t> data, const PickleLimi
   try {
     PickleMachine::Settings settings;
     settings.max_pickles = limits.max_pickles;
+    settings.joblib_arrays = limits.skip_joblib_arrays;
     PickleMachine machine(data, limits, report, settings);
     machine.run();
   } catch (const std::bad_alloc&) {

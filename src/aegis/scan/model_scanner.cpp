@@ -179,6 +179,30 @@ class ArtifactInspector {
                       const formats::PickleLimits& limits, std::string_view context = "pickle stream") {
     auto report = formats::analyze_pickle(data, limits);
     report_pickle(report, member, context);
+    if (report.joblib_arrays_skipped > 0 && limits.skip_joblib_arrays) inspect_as_plain_pickle(data, member, limits, report);
+  }
+
+  // joblib.load skips the array bytes that follow each NumpyArrayWrapper; pickle.load runs them as
+  // opcodes. An attacker can hide a payload there that only the plain reading sees. Honest array
+  // bytes decode as garbage in that reading, so only what it adds at deny-list grade is reported.
+  void inspect_as_plain_pickle(std::span<const std::uint8_t> data, const std::string& member,
+                               formats::PickleLimits limits, const formats::PickleReport& joblib_reading) {
+    limits.skip_joblib_arrays = false;
+    auto plain = formats::analyze_pickle(data, limits);
+    std::set<std::string> seen;
+    for (const auto& import : joblib_reading.imports) seen.insert(import.module + "." + import.name);
+    std::set<std::string> reported;
+    for (const auto& import : plain.imports) {
+      std::string dotted = import.module + "." + import.name;
+      if (!import.resolved || seen.contains(dotted) || !reported.insert(dotted).second) continue;
+      if (policy_.classify(import.module, import.name) != CallableVerdict::Denied) continue;
+      add("pickle.joblib-array-payload", Severity::Critical,
+          "Bytes joblib treats as array data import " + dotted + " when the file is read with pickle.load", member,
+          import.offset,
+          import.opcode + " " + dotted + " at " + hex_offset(import.offset) +
+              " lies inside an inline joblib array; joblib.load skips it, pickle.load runs it",
+          kAtlasCode, kRmfCode, kRemedyDenied);
+    }
   }
 
   struct ImportGroup {
