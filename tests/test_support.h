@@ -14,6 +14,10 @@ inline std::filesystem::path source_dir() { return AEGIS_SOURCE_DIR; }
 
 std::vector<std::uint8_t> read_file(const std::filesystem::path& path);
 
+// Compresses with zlib's deflate at level 9. window_bits as zlib takes them: -15 raw deflate
+// (zip members), 15 zlib framing, 31 gzip framing.
+std::vector<std::uint8_t> deflate_bytes(const std::vector<std::uint8_t>& data, int window_bits);
+
 struct CommandResult {
   int exit_code = -1;
   std::string out;  // stdout

@@ -1,7 +1,6 @@
 #include <gtest/gtest.h>
 #include <archive.h>
 #include <archive_entry.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <map>
@@ -10,6 +9,7 @@
 
 #include "aegis/core/error.h"
 #include "aegis/formats/archive.h"
+#include "test_support.h"
 #include "aegis/formats/sniff.h"
 
 namespace aegis::formats {
@@ -101,20 +101,7 @@ std::map<std::string, Visited> collect(std::span<const std::uint8_t> data, const
 }
 
 // A gzip-compressed stream of `size` zeros, made with zlib's gzip framing.
-Bytes gzip_of_zeros(std::size_t size) {
-  z_stream stream{};
-  EXPECT_EQ(deflateInit2(&stream, 9, Z_DEFLATED, 15 + 16, 9, Z_DEFAULT_STRATEGY), Z_OK);
-  const Bytes zeros(size, 0);
-  Bytes out(deflateBound(&stream, static_cast<uLong>(size)) + 64);
-  stream.next_in = const_cast<Bytef*>(zeros.data());
-  stream.avail_in = static_cast<uInt>(zeros.size());
-  stream.next_out = out.data();
-  stream.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&stream, Z_FINISH), Z_STREAM_END);
-  out.resize(stream.total_out);
-  deflateEnd(&stream);
-  return out;
-}
+Bytes gzip_of_zeros(std::size_t size) { return aegis::test::deflate_bytes(Bytes(size, 0), 15 + 16); }
 
 // A tar.gz written by libarchive itself, holding `count` entries of `size` zeros each.
 Bytes tar_gz_of_zeros(int count, std::size_t size) {

@@ -38,19 +38,7 @@ std::uint32_t crc_of(const Bytes& data) {
   return static_cast<std::uint32_t>(crc32(0L, data.data(), static_cast<uInt>(data.size())));
 }
 
-Bytes raw_deflate(const Bytes& data) {
-  z_stream stream{};
-  EXPECT_EQ(deflateInit2(&stream, 9, Z_DEFLATED, -MAX_WBITS, 9, Z_DEFAULT_STRATEGY), Z_OK);
-  Bytes out(deflateBound(&stream, static_cast<uLong>(data.size())));
-  stream.next_in = const_cast<Bytef*>(data.data());
-  stream.avail_in = static_cast<uInt>(data.size());
-  stream.next_out = out.data();
-  stream.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&stream, Z_FINISH), Z_STREAM_END);
-  out.resize(stream.total_out);
-  deflateEnd(&stream);
-  return out;
-}
+Bytes raw_deflate(const Bytes& data) { return aegis::test::deflate_bytes(data, -MAX_WBITS); }
 
 struct Member {
   std::string name{};
