@@ -148,6 +148,8 @@ TEST(ModelScanner, DirectoryWalkScansModelsAndSkipsOtherFiles) {
   fs::copy_file(test::fixture("malicious/os_system_reduce.pkl"), dir / "evil.pkl");
   fs::copy_file(test::fixture("malicious/os_system_reduce.pkl"), dir / "sub" / ".git" / "ignored.pkl");
   { std::ofstream(dir / "README.md") << "# a model card\n"; }
+  // a link to a file already in the tree is scanned once, not twice
+  fs::create_symlink(dir / "evil.pkl", dir / "sub" / "link-to-evil.pkl");
   auto result = default_scanner().scan({dir.string()});
   EXPECT_EQ(result.files.size(), 3u);
   std::size_t skipped = 0;
@@ -166,6 +168,21 @@ TEST(ModelScanner, DirectoryWalkScansModelsAndSkipsOtherFiles) {
   }
   EXPECT_EQ(critical, 1u) << describe(result);
   fs::remove_all(dir);
+}
+
+TEST(ModelScanner, SnapshotFolderOfLinksIntoBlobsIsScanned) {
+  // The Hugging Face cache layout: snapshots/<rev>/<name> are symbolic links into blobs/<hash>.
+  auto cache = fs::path(::testing::TempDir()) / "aegis-hf-cache";
+  fs::remove_all(cache);
+  fs::create_directories(cache / "blobs");
+  fs::create_directories(cache / "snapshots" / "abc123");
+  fs::copy_file(test::fixture("malicious/pt_zip_malicious.pt"), cache / "blobs" / "9f86d081884c7d65");
+  fs::create_symlink(fs::path("../../blobs/9f86d081884c7d65"), cache / "snapshots" / "abc123" / "pytorch_model.bin");
+  auto result = default_scanner().scan({(cache / "snapshots" / "abc123").string()});
+  ASSERT_EQ(result.files.size(), 1u);
+  EXPECT_EQ(result.files[0].format, "pytorch-zip");
+  EXPECT_EQ(highest(result), Severity::Critical) << describe(result);
+  fs::remove_all(cache);
 }
 
 TEST(ModelScanner, MissingPathIsAnErrorNotAPass) {

@@ -77,7 +77,7 @@ void register_scan_command(CLI::App& app, int& exit_code) {
   command->add_option("--max-inflate-mb", flags->max_inflated_mb, "largest decompressed member to inspect, in MiB")
       ->check(CLI::Range(1, 1 << 20));
   command->add_flag("--no-crc", flags->no_crc, "skip CRC checks of zip members that are read");
-  command->add_flag("--follow-symlinks", flags->follow_symlinks, "follow symbolic links while walking directories");
+  command->add_flag("--follow-symlinks", flags->follow_symlinks, "follow symbolic links to directories while walking (links to files are always followed)");
   command->callback([flags, &exit_code] { exit_code = run_scan(*flags); });
 }
 

@@ -1,3 +1,5 @@
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <map>
@@ -528,12 +530,21 @@ ScanResult ModelScanner::scan(const std::vector<std::string>& paths, core::Progr
   std::vector<WorkItem> items;
   std::uint64_t total_bytes = 0;
   std::vector<Finding> walk_findings;
+  // A Hugging Face snapshot folder holds symbolic links into blobs/: links to files are followed
+  // (else such a folder would pass unscanned), and each file is scanned once however it is reached.
+  std::set<std::pair<dev_t, ino_t>> seen_files;
+  auto first_visit = [&seen_files](const fs::path& path) {
+    struct stat st{};
+    if (::stat(path.c_str(), &st) != 0) return true;  // let the scan report why it cannot be read
+    return seen_files.insert({st.st_dev, st.st_ino}).second;
+  };
   for (const auto& input : paths) {
     std::error_code ec;
     auto status = fs::status(input, ec);
     if (ec || !fs::exists(status))
       throw core::Error("cannot scan " + input + ": no such file or directory", "check the path and try again");
     if (fs::is_regular_file(status)) {
+      if (!first_visit(input)) continue;
       items.push_back({input, true});
       total_bytes += fs::file_size(input, ec);
       continue;
@@ -562,8 +573,7 @@ ScanResult ModelScanner::scan(const std::vector<std::string>& paths, core::Progr
         it.disable_recursion_pending();
         continue;
       }
-      bool regular = options_.follow_symlinks ? entry.is_regular_file(ec) : entry.is_regular_file(ec) && !entry.is_symlink(ec);
-      if (!regular) continue;
+      if (!entry.is_regular_file(ec) || !first_visit(entry.path())) continue;
       items.push_back({entry.path(), false});
       total_bytes += entry.file_size(ec);
     }

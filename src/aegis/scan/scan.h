@@ -24,7 +24,7 @@ struct ScanOptions {
   std::size_t threads = 0;             // 0: one per core
   std::size_t max_container_depth = 6; // archives inside archives inside ...
   bool check_zip_crc = true;           // CRC of the members that are read anyway (pickles, small files)
-  bool follow_symlinks = false;
+  bool follow_symlinks = false;        // links to directories (links to files are always followed)
   formats::PickleLimits pickle_limits;
   formats::ZipLimits zip_limits;
   formats::ArchiveLimits archive_limits;
