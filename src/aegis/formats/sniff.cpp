@@ -9,6 +9,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "aegis/formats/gguf.h"
 #include "aegis/formats/npy.h"
 #include "aegis/formats/safetensors.h"
 #include "aegis/formats/zip.h"
@@ -158,6 +159,7 @@ std::string_view to_string(FileKind kind) {
     case FileKind::Zlib: return "zlib";
     case FileKind::Npy: return "npy";
     case FileKind::Safetensors: return "safetensors";
+    case FileKind::Gguf: return "gguf";
     case FileKind::Unknown: return "unknown";
   }
   return "unknown";
@@ -172,6 +174,7 @@ FileKind sniff(std::span<const std::uint8_t> data) {
   if (starts_with(data, "BZh") && data.size() > 3 && data[3] >= '1' && data[3] <= '9') return FileKind::Bzip2;
   if (looks_like_npy(data)) return FileKind::Npy;
   if (looks_like_safetensors(data)) return FileKind::Safetensors;
+  if (looks_like_gguf(data)) return FileKind::Gguf;
   if (data.size() >= 512 && starts_with(data, "ustar", 257)) return FileKind::Tar;
   if (looks_like_zip(data)) return FileKind::Zip;
   if (starts_with(data, kLegacyTorchMagic)) return FileKind::LegacyTorch;

@@ -21,6 +21,7 @@ enum class FileKind {
   Zlib,          // joblib's zlib compression
   Npy,
   Safetensors,
+  Gguf,          // llama.cpp / ggml model files
   Unknown,
 };
 

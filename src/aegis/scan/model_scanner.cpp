@@ -11,6 +11,7 @@
 #include "aegis/core/mapped_file.h"
 #include "aegis/core/progress.h"
 #include "aegis/core/thread_pool.h"
+#include "aegis/formats/gguf.h"
 #include "aegis/formats/npy.h"
 #include "aegis/formats/safetensors.h"
 #include "aegis/formats/sniff.h"
@@ -46,7 +47,7 @@ constexpr std::string_view kRemedyContainer =
 bool has_model_extension(const fs::path& path) {
   static const std::set<std::string> kExtensions = {
       ".pt", ".pth", ".bin", ".pkl", ".pickle", ".joblib", ".jbl", ".ckpt", ".npy", ".npz", ".safetensors",
-      ".model", ".mar", ".dill", ".sav", ".dat", ".p", ".7z", ".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".data"};
+      ".model", ".mar", ".dill", ".gguf", ".sav", ".dat", ".p", ".7z", ".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".data"};
   std::string ext = path.extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
   return kExtensions.contains(ext);
@@ -154,6 +155,9 @@ class ArtifactInspector {
         return;
       case FileKind::Safetensors:
         inspect_safetensors(data, member);
+        return;
+      case FileKind::Gguf:
+        inspect_gguf(data, member);
         return;
       case FileKind::Tar:
       case FileKind::SevenZip:
@@ -445,6 +449,29 @@ class ArtifactInspector {
       add("safetensors." + problem.kind, Severity::Medium, "Safetensors file is not valid: " + problem.kind, member,
           std::nullopt, std::move(evidence), kAtlasContainer, kRmfContainer,
           "Re-export the tensors with the safetensors library; a reader may mis-handle this file.");
+    }
+  }
+
+  void inspect_gguf(std::span<const std::uint8_t> data, const std::string& member) {
+    auto info = formats::validate_gguf(data);
+    std::size_t reported = 0;
+    for (const auto& problem : info.problems) {
+      if (reported++ >= 20) break;
+      add("gguf." + problem.kind, Severity::Medium, "GGUF file is not valid: " + problem.kind, member, problem.offset,
+          problem.detail, kAtlasContainer, kRmfContainer,
+          "Re-export the model with the ggml/llama.cpp tools from a trusted source; a runtime may mis-read this file.");
+    }
+    // Runtimes render tokenizer.chat_template with Jinja, some unsandboxed (CVE-2024-34359).
+    for (const auto& chat_template : info.templates) {
+      for (const auto& risk : formats::review_jinja_template(chat_template.text)) {
+        Severity severity = risk.severity == "critical" ? Severity::Critical : Severity::High;
+        add("gguf.template-" + risk.kind, severity,
+            "Chat template in '" + chat_template.key + "' reaches outside the template sandbox: " + risk.kind, member,
+            std::nullopt, "at character " + std::to_string(risk.offset) + ": " + risk.excerpt,
+            kAtlasCode, kRmfCode,
+            "Do not load this model in a runtime that renders its chat template; replace the template with a "
+            "reviewed one (or render it in a sandboxed Jinja environment).");
+      }
     }
   }
 
