@@ -9,6 +9,8 @@
 #include <set>
 #include <utility>
 
+#include "aegis/core/text.h"
+
 namespace aegis::formats {
 namespace {
 
@@ -409,31 +411,6 @@ struct Token {
 bool is_name_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
 bool is_name_char(char c) { return is_name_start(c) || (c >= '0' && c <= '9'); }
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-void append_code_point(std::string& out, std::uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | ((cp >> 18) & 0x07));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
-
 // Reads a quoted literal starting at text[i] (the quote), decoding Python escapes as Jinja does,
 // so that '\x5f\x5fclass\x5f\x5f' is seen as '__class__'. Returns the index past the closing quote.
 std::size_t read_string_literal(std::string_view text, std::size_t i, std::string& out) {
@@ -452,15 +429,15 @@ std::size_t read_string_literal(std::string_view text, std::size_t i, std::strin
     if (digits) {
       std::uint32_t cp = 0;
       std::size_t n = 0;
-      while (n < digits && i < text.size() && hex_value(text[i]) >= 0) {
-        cp = (cp << 4) | static_cast<std::uint32_t>(hex_value(text[i++]));
+      while (n < digits && i < text.size() && core::hex_digit_value(static_cast<unsigned char>(text[i])) >= 0) {
+        cp = (cp << 4) | static_cast<std::uint32_t>(core::hex_digit_value(static_cast<unsigned char>(text[i++])));
         ++n;
       }
-      append_code_point(out, std::min<std::uint32_t>(cp, 0x10FFFF));
+      core::append_utf8(out, std::min<std::uint32_t>(cp, 0x10FFFF));
     } else if (e >= '0' && e <= '7') {
       std::uint32_t cp = static_cast<std::uint32_t>(e - '0');
       for (int n = 0; n < 2 && i < text.size() && text[i] >= '0' && text[i] <= '7'; ++n) cp = cp * 8 + static_cast<std::uint32_t>(text[i++] - '0');
-      append_code_point(out, cp);
+      core::append_utf8(out, cp);
     } else if (e == 'n') {
       out += '\n';
     } else if (e == 't') {

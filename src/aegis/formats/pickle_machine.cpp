@@ -16,6 +16,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "aegis/core/text.h"
+
 namespace aegis::formats {
 namespace {
 
@@ -592,13 +594,6 @@ bool parse_float_text(std::string_view text, double& value) {
   return ec == std::errc() && end == s.data() + s.size();
 }
 
-int hex_value(std::uint8_t c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // Python's bytes escape decoding (codecs.escape_decode), as used by the STRING opcode.
 bool decode_string_escape(std::string_view in, std::string& out, std::string& error) {
   out.clear();
@@ -631,8 +626,8 @@ bool decode_string_escape(std::string_view in, std::string& out, std::string& er
           error = "invalid \\x escape";
           return false;
         }
-        const int hi = hex_value(static_cast<std::uint8_t>(in[i + 1]));
-        const int lo = hex_value(static_cast<std::uint8_t>(in[i + 2]));
+        const int hi = core::hex_digit_value(static_cast<std::uint8_t>(in[i + 1]));
+        const int lo = core::hex_digit_value(static_cast<std::uint8_t>(in[i + 2]));
         if (hi < 0 || lo < 0) {
           error = "invalid \\x escape";
           return false;
@@ -657,24 +652,6 @@ bool decode_string_escape(std::string_view in, std::string& out, std::string& er
   return true;
 }
 
-void append_utf8(std::string& out, std::uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
-
 // raw-unicode-escape, as used by the UNICODE opcode: latin-1 bytes plus \uXXXX and \UXXXXXXXX
 // where the backslash run before the u is odd.
 bool decode_raw_unicode_escape(std::string_view in, std::string& out, std::string& error) {
@@ -683,7 +660,7 @@ bool decode_raw_unicode_escape(std::string_view in, std::string& out, std::strin
   for (std::size_t i = 0; i < in.size();) {
     const auto c = static_cast<std::uint8_t>(in[i]);
     if (c != '\\') {
-      append_utf8(out, c);
+      core::append_utf8(out, c);
       ++i;
       continue;
     }
@@ -702,7 +679,7 @@ bool decode_raw_unicode_escape(std::string_view in, std::string& out, std::strin
     }
     std::uint32_t cp = 0;
     for (std::size_t k = 1; k <= digits; ++k) {
-      const int h = hex_value(static_cast<std::uint8_t>(in[after + k]));
+      const int h = core::hex_digit_value(static_cast<std::uint8_t>(in[after + k]));
       if (h < 0) {
         error = "truncated \\uXXXX escape";
         return false;
@@ -713,7 +690,7 @@ bool decode_raw_unicode_escape(std::string_view in, std::string& out, std::strin
       error = "\\Uxxxxxxxx out of range";
       return false;
     }
-    append_utf8(out, cp);  // lone surrogates pass through; the report escapes them
+    core::append_utf8(out, cp);  // lone surrogates pass through; the report escapes them
     i = after + 1 + digits;
   }
   return true;
@@ -816,10 +793,10 @@ bool global_shape(std::span<const std::uint8_t> rest) {
 }
 
 bool hex_decoded_prefix_plausible(std::string_view s) {
-  const int a = hex_value(static_cast<std::uint8_t>(s[0]));
-  const int b = hex_value(static_cast<std::uint8_t>(s[1]));
-  const int c = hex_value(static_cast<std::uint8_t>(s[2]));
-  const int d = hex_value(static_cast<std::uint8_t>(s[3]));
+  const int a = core::hex_digit_value(static_cast<std::uint8_t>(s[0]));
+  const int b = core::hex_digit_value(static_cast<std::uint8_t>(s[1]));
+  const int c = core::hex_digit_value(static_cast<std::uint8_t>(s[2]));
+  const int d = core::hex_digit_value(static_cast<std::uint8_t>(s[3]));
   if (a < 0 || b < 0 || c < 0 || d < 0) return false;
   const auto first = static_cast<std::uint8_t>(a * 16 + b);
   const auto second = static_cast<std::uint8_t>(c * 16 + d);
@@ -2091,8 +2068,8 @@ void PickleMachine::look_for_embedded(std::string_view text) {
     decoded.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(cap, 256)));
     bool all_hex = true;
     for (std::size_t i = 0; i + 1 < n; i += 2) {
-      const int hi = hex_value(bytes[i]);
-      const int lo = hex_value(bytes[i + 1]);
+      const int hi = core::hex_digit_value(bytes[i]);
+      const int lo = core::hex_digit_value(bytes[i + 1]);
       if (hi < 0 || lo < 0) {
         all_hex = false;
         break;
