@@ -76,8 +76,8 @@ std::vector<std::uint8_t> few_large_payloads(std::size_t count, std::size_t size
   return out;
 }
 
-void BM_OpcodeDenseTuples(benchmark::State& state) {
-  const auto data = list_of_small_tuples(static_cast<std::size_t>(state.range(0)));
+// Analyses the same bytes every iteration and reports throughput over them.
+void analyse_repeatedly(benchmark::State& state, const std::vector<std::uint8_t>& data) {
   for (auto _ : state) {
     auto report = aegis::formats::analyze_pickle(data);
     if (report.malformed) state.SkipWithError(report.malformed->c_str());
@@ -86,17 +86,14 @@ void BM_OpcodeDenseTuples(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(data.size()));
   state.counters["input_MB"] = static_cast<double>(data.size()) / 1e6;
 }
+
+void BM_OpcodeDenseTuples(benchmark::State& state) {
+  analyse_repeatedly(state, list_of_small_tuples(static_cast<std::size_t>(state.range(0))));
+}
 BENCHMARK(BM_OpcodeDenseTuples)->Arg(1 << 20)->Arg(4 << 20)->Unit(benchmark::kMillisecond);
 
 void BM_PayloadHeavy(benchmark::State& state) {
-  const auto data = few_large_payloads(8, static_cast<std::size_t>(state.range(0)));
-  for (auto _ : state) {
-    auto report = aegis::formats::analyze_pickle(data);
-    if (report.malformed) state.SkipWithError(report.malformed->c_str());
-    benchmark::DoNotOptimize(report);
-  }
-  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(data.size()));
-  state.counters["input_MB"] = static_cast<double>(data.size()) / 1e6;
+  analyse_repeatedly(state, few_large_payloads(8, static_cast<std::size_t>(state.range(0))));
 }
 BENCHMARK(BM_PayloadHeavy)->Arg(32 << 20)->Unit(benchmark::kMillisecond);
 
