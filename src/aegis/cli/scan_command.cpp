@@ -1,5 +1,6 @@
 #include "aegis/cli/scan_command.h"
 
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -48,13 +49,37 @@ int run_scan(const ScanFlags& flags) {
     if (!file.skipped) ++context.summary.files_scanned;
   context.summary.bytes_scanned = result.bytes;
   nlohmann::ordered_json files = nlohmann::ordered_json::array();
-  for (const auto& file : result.files)
-    files.push_back({{"path", file.path},
-                     {"format", file.format},
-                     {"size", file.size},
-                     {"findings", file.findings},
-                     {"skipped", file.skipped}});
+  for (const auto& file : result.files) {
+    nlohmann::ordered_json entry = {{"path", file.path},     {"format", file.format},   {"size", file.size},
+                                    {"model", file.model},   {"findings", file.findings}, {"skipped", file.skipped}};
+    if (!file.details.empty()) entry["details"] = nlohmann::ordered_json::parse(file.details, nullptr, false);
+    files.push_back(std::move(entry));
+    if (!file.skipped) context.artifacts.push_back({file.path, file.size, file.format, file.model});
+  }
   context.extra_json = nlohmann::ordered_json{{"files", files}}.dump();
+
+  // Per model: the findings of its files summed, so a registry reads as a list of models.
+  std::map<std::string, std::size_t> group_of_file;
+  for (const auto& model : result.models) {
+    core::ReportGroup group{model.name, model.kind, model.path, 0, 0, {}};
+    for (std::size_t index : model.files) {
+      const auto& file = result.files[index];
+      group_of_file[file.path] = context.groups.size();
+      if (file.skipped) continue;
+      ++group.files;
+      group.bytes += file.size;
+    }
+    context.groups.push_back(std::move(group));
+  }
+  for (const auto& finding : result.findings) {
+    auto it = group_of_file.find(finding.location.file);
+    if (it == group_of_file.end()) continue;
+    auto& summary = context.groups[it->second].summary;
+    ++summary.counts[static_cast<int>(finding.severity)];
+    if (!summary.highest || finding.severity > *summary.highest) summary.highest = finding.severity;
+  }
+  // Folders of files that are not models at all (a docs folder) need no line of their own.
+  std::erase_if(context.groups, [](const core::ReportGroup& group) { return group.files == 0 && !group.summary.highest; });
   return finish_command(flags.common, result.findings, context);
 }
 
@@ -63,7 +88,7 @@ int run_scan(const ScanFlags& flags) {
 void register_scan_command(CLI::App& app, int& exit_code) {
   auto flags = std::make_shared<ScanFlags>();
   auto* command = app.add_subcommand(
-      "scan", "Statically analyse model artifacts (pickle, PyTorch, joblib, NumPy, safetensors, archives) without loading them");
+      "scan", "Statically analyse model artifacts (pickle, PyTorch, joblib, NumPy, safetensors, GGUF, Keras, TensorFlow, ONNX, archives) without loading them");
   command->add_option("paths", flags->paths, "files or directories to scan")->required();
   add_common_options(*command, flags->common);
   // One value per flag, repeated as often as needed, so that the paths after it stay paths.

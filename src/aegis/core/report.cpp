@@ -1,6 +1,7 @@
 #include "aegis/core/report.h"
 
 #include <algorithm>
+#include <cctype>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -51,6 +52,28 @@ ordered_json summary_json(const ReportContext& context, std::size_t count) {
           {"highest", context.summary.highest ? ordered_json(to_string(*context.summary.highest)) : ordered_json()}};
 }
 
+ordered_json group_json(const ReportGroup& group) {
+  ordered_json by_severity = ordered_json::object();
+  for (int s = static_cast<int>(Severity::Critical); s >= 0; --s)
+    by_severity[std::string(to_string(static_cast<Severity>(s)))] = group.summary.counts[s];
+  return {{"name", group.name},
+          {"kind", group.kind},
+          {"path", group.path},
+          {"files", group.files},
+          {"bytes", group.bytes},
+          {"by_severity", by_severity},
+          {"highest", group.summary.highest ? ordered_json(to_string(*group.summary.highest)) : ordered_json()}};
+}
+
+std::string severity_counts(const Summary& summary) {
+  std::string text;
+  for (int s = static_cast<int>(Severity::Critical); s >= 0; --s)
+    if (summary.counts[s])
+      text += (text.empty() ? "" : ", ") + std::to_string(summary.counts[s]) + " " +
+              std::string(to_string(static_cast<Severity>(s)));
+  return text.empty() ? "no findings" : text;
+}
+
 void write_json(std::ostream& out, const std::vector<Finding>& findings, const ReportContext& context) {
   ordered_json doc;
   doc["aegis"] = {{"version", AEGIS_VERSION}, {"command", context.command}};
@@ -58,6 +81,11 @@ void write_json(std::ostream& out, const std::vector<Finding>& findings, const R
   doc["findings"] = ordered_json::array();
   for (const auto& finding : findings) doc["findings"].push_back(finding_json(finding));
   doc["summary"] = summary_json(context, findings.size());
+  if (!context.groups.empty()) {
+    ordered_json groups = ordered_json::array();
+    for (const auto& group : context.groups) groups.push_back(group_json(group));
+    doc[context.group_label + "s"] = groups;
+  }
   if (!context.extra_json.empty()) {
     auto extra = ordered_json::parse(context.extra_json, nullptr, false);
     if (extra.is_object())
@@ -136,9 +164,29 @@ void write_sarif(std::ostream& out, const std::vector<Finding>& findings, const 
                      {"defaultConfiguration", {{"level", sarif_level(finding.severity)}}},
                      {"properties", {{"tags", tags}, {"security-severity", security_severity(finding.severity)}}}});
   }
+  // Every scanned file is an artifact, so a viewer shows clean files as scanned too; results
+  // point at their file by index.
+  ordered_json artifacts = ordered_json::array();
+  std::map<std::string, std::size_t> artifact_index;
+  std::map<std::string, std::string> group_of;
+  for (const auto& artifact : context.artifacts) {
+    if (artifact_index.contains(artifact.path)) continue;
+    artifact_index[artifact.path] = artifacts.size();
+    ordered_json properties = {{"format", artifact.format}};
+    if (!artifact.group.empty()) {
+      properties[context.group_label] = artifact.group;
+      group_of[artifact.path] = artifact.group;
+    }
+    artifacts.push_back({{"location", {{"uri", sarif_uri(artifact.path)}}},
+                         {"length", artifact.size},
+                         {"properties", properties}});
+  }
   ordered_json results = ordered_json::array();
   for (const auto& finding : findings) {
-    ordered_json physical = {{"artifactLocation", {{"uri", sarif_uri(finding.location.file)}}}};
+    ordered_json artifact_location = {{"uri", sarif_uri(finding.location.file)}};
+    if (auto it = artifact_index.find(finding.location.file); it != artifact_index.end())
+      artifact_location["index"] = it->second;
+    ordered_json physical = {{"artifactLocation", artifact_location}};
     if (finding.location.offset && finding.location.member.empty())
       physical["region"] = {{"byteOffset", *finding.location.offset}};
     std::string message = finding.title;
@@ -154,6 +202,7 @@ void write_sarif(std::ostream& out, const std::vector<Finding>& findings, const 
                                {"nist_ai_rmf", finding.nist_ai_rmf}};
     if (!finding.location.member.empty()) properties["member"] = finding.location.member;
     if (finding.location.offset) properties["offset"] = *finding.location.offset;
+    if (auto it = group_of.find(finding.location.file); it != group_of.end()) properties[context.group_label] = it->second;
     result["properties"] = properties;
     results.push_back(result);
   }
@@ -164,6 +213,7 @@ void write_sarif(std::ostream& out, const std::vector<Finding>& findings, const 
                                                            {"version", AEGIS_VERSION},
                                                            {"rules", rules}}}}},
                                      {"automationDetails", {{"id", "aegis/" + context.command + "/"}}},
+                                     {"artifacts", artifacts},
                                      {"results", results}}})}};
   out << doc.dump(2) << "\n";
 }
@@ -188,6 +238,16 @@ void write_markdown(std::ostream& out, const std::vector<Finding>& findings, con
   for (int s = static_cast<int>(Severity::Critical); s >= 0; --s)
     if (context.summary.counts[s]) out << ", " << context.summary.counts[s] << " " << to_string(static_cast<Severity>(s));
   out << ".\n\n";
+  if (context.groups.size() > 1) {
+    std::string label = context.group_label;
+    if (!label.empty()) label[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(label[0])));
+    out << "| " << label << " | Kind | Files | Highest | Findings |\n|---|---|---|---|---|\n";
+    for (const auto& group : context.groups)
+      out << "| " << markdown_escape(group.name) << " | " << group.kind << " | " << group.files << " | "
+          << (group.summary.highest ? to_string(*group.summary.highest) : "none") << " | "
+          << severity_counts(group.summary) << " |\n";
+    out << "\n";
+  }
   if (findings.empty()) {
     out << "No findings.\n";
     return;
@@ -251,6 +311,18 @@ void write_table(std::ostream& out, const std::vector<Finding>& findings, const 
     if (context.verbose && !finding.remediation.empty()) out << "         fix: " << finding.remediation << "\n";
   }
   if (!findings.empty()) out << "\n";
+  if (context.groups.size() > 1) {
+    out << "per " << context.group_label << ":\n";
+    for (const auto& group : context.groups) {
+      std::string highest = group.summary.highest ? std::string(to_string(*group.summary.highest)) : "clean";
+      for (auto& c : highest) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      if (context.color && group.summary.highest) out << severity_colour(*group.summary.highest);
+      out << "  " << highest << std::string(9 - std::min<std::size_t>(9, highest.size()), ' ') << reset
+          << group.name << "  (" << group.kind << ", " << group.files << " file(s)): " << severity_counts(group.summary)
+          << "\n";
+    }
+    out << "\n";
+  }
   out << context.summary.files_scanned << " file(s), " << context.summary.bytes_scanned / 1000000.0 << " MB scanned: ";
   if (findings.empty()) {
     out << "no findings\n";

@@ -6,10 +6,16 @@
 #include <zlib.h>
 
 #include <array>
+#include <cctype>
 #include <cstring>
+#include <string>
 #include <string_view>
 
 #include "aegis/formats/gguf.h"
+#include "aegis/formats/hdf5.h"
+#include "aegis/formats/onnx_model.h"
+#include "aegis/formats/pickle.h"
+#include "aegis/formats/tf_graph.h"
 #include "aegis/formats/npy.h"
 #include "aegis/formats/safetensors.h"
 #include "aegis/formats/zip.h"
@@ -160,6 +166,12 @@ std::string_view to_string(FileKind kind) {
     case FileKind::Npy: return "npy";
     case FileKind::Safetensors: return "safetensors";
     case FileKind::Gguf: return "gguf";
+    case FileKind::Hdf5: return "hdf5";
+    case FileKind::Onnx: return "onnx";
+    case FileKind::TfSavedModel: return "tf-savedmodel";
+    case FileKind::TfGraphDef: return "tf-graphdef";
+    case FileKind::KerasMetadata: return "keras-metadata";
+    case FileKind::TfFingerprint: return "tf-fingerprint";
     case FileKind::Unknown: return "unknown";
   }
   return "unknown";
@@ -168,6 +180,7 @@ std::string_view to_string(FileKind kind) {
 FileKind sniff(std::span<const std::uint8_t> data) {
   if (data.empty()) return FileKind::Empty;
   if (starts_with(data, "PK\x03\x04")) return FileKind::Zip;
+  if (starts_with(data, "\x89HDF\r\n\x1a\n")) return FileKind::Hdf5;
   if (starts_with(data, "7z\xBC\xAF\x27\x1C")) return FileKind::SevenZip;
   if (starts_with(data, std::string_view("\xFD" "7zXZ\x00", 6))) return FileKind::Xz;
   if (starts_with(data, "\x1F\x8B")) return FileKind::Gzip;
@@ -177,12 +190,32 @@ FileKind sniff(std::span<const std::uint8_t> data) {
   if (looks_like_gguf(data)) return FileKind::Gguf;
   if (data.size() >= 512 && starts_with(data, "ustar", 257)) return FileKind::Tar;
   if (looks_like_zip(data)) return FileKind::Zip;
+  if (looks_like_hdf5(data)) return FileKind::Hdf5;  // behind a user block
   if (starts_with(data, kLegacyTorchMagic)) return FileKind::LegacyTorch;
   if (is_tar_header(data)) return FileKind::Tar;
   if (looks_like_pickle_stream(data)) return FileKind::Pickle;
   if (looks_like_zlib(data)) return FileKind::Zlib;
   if (looks_like_lzma_alone(data)) return FileKind::Lzma;
   return FileKind::Unknown;
+}
+
+FileKind sniff(std::span<const std::uint8_t> data, std::string_view file_name) {
+  FileKind kind = sniff(data);
+  // Text-like bytes can pass for a protocol-0 pickle; a name that says protobuf wins over that guess.
+  const bool weak = kind == FileKind::Unknown || kind == FileKind::Zlib || kind == FileKind::Lzma ||
+                    (kind == FileKind::Pickle && !looks_like_pickle(data));
+  if (!weak) return kind;
+  auto slash = file_name.find_last_of("/\\!");
+  std::string_view base = slash == std::string_view::npos ? file_name : file_name.substr(slash + 1);
+  std::string lower(base);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower == "saved_model.pb") return FileKind::TfSavedModel;
+  if (lower == "keras_metadata.pb") return FileKind::KerasMetadata;
+  if (lower == "fingerprint.pb") return FileKind::TfFingerprint;
+  if (lower.ends_with(".onnx")) return FileKind::Onnx;
+  if ((lower.ends_with(".pb") || lower.ends_with(".graphdef")) && looks_like_graphdef(data)) return FileKind::TfGraphDef;
+  if (kind == FileKind::Unknown && looks_like_onnx(data)) return FileKind::Onnx;
+  return kind;
 }
 
 }  // namespace aegis::formats

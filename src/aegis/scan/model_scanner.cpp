@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <optional>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <system_error>
 #include <utility>
@@ -12,9 +15,13 @@
 #include "aegis/core/progress.h"
 #include "aegis/core/thread_pool.h"
 #include "aegis/formats/gguf.h"
+#include "aegis/formats/hdf5.h"
+#include "aegis/formats/keras_config.h"
 #include "aegis/formats/npy.h"
+#include "aegis/formats/onnx_model.h"
 #include "aegis/formats/safetensors.h"
 #include "aegis/formats/sniff.h"
+#include "aegis/formats/tf_graph.h"
 #include "aegis/scan/scan.h"
 
 namespace aegis::scan {
@@ -40,6 +47,11 @@ constexpr std::string_view kRemedyUnknown =
 constexpr std::string_view kRemedyMalformed =
     "A loader runs everything before the damage before it fails. Do not load the file; get an intact copy "
     "from a trusted source and scan it again.";
+constexpr std::string_view kRemedyFormatCode =
+    "Loading or running this model reaches outside it. Do not load it until the named layer, node or "
+    "operator is understood; re-export the model from a trusted source without it.";
+constexpr std::string_view kRemedyFormatContainer =
+    "Readers may disagree about this file. Re-export it with the framework's own writer from a trusted source.";
 constexpr std::string_view kRemedyContainer =
     "Loaders and scanners read this archive differently, which is how scanners get bypassed. Rebuild the "
     "archive with the framework's own writer (torch.save, numpy.savez) from a trusted source.";
@@ -47,7 +59,7 @@ constexpr std::string_view kRemedyContainer =
 bool has_model_extension(const fs::path& path) {
   static const std::set<std::string> kExtensions = {
       ".pt", ".pth", ".bin", ".pkl", ".pickle", ".joblib", ".jbl", ".ckpt", ".npy", ".npz", ".safetensors",
-      ".model", ".mar", ".dill", ".gguf", ".sav", ".dat", ".p", ".7z", ".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".data"};
+      ".model", ".mar", ".dill", ".gguf", ".h5", ".hdf5", ".keras", ".onnx", ".pb", ".sav", ".dat", ".p", ".7z", ".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".data"};
   std::string ext = path.extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
   return kExtensions.contains(ext);
@@ -85,7 +97,7 @@ class ArtifactInspector {
   // Returns the format label of the outermost layer.
   std::string inspect_file(std::span<const std::uint8_t> data, bool explicit_input, bool model_extension,
                            bool& skipped) {
-    FileKind kind = formats::sniff(data);
+    FileKind kind = formats::sniff(data, file_);
     skipped = false;
     if (!explicit_input && !model_extension) {
       // While walking a tree, a text file can start with bytes that are also protocol-0 opcodes;
@@ -99,6 +111,9 @@ class ArtifactInspector {
     inspect(data, "", 0, kind);
     return zip_flavour_.empty() ? std::string(format_label(kind)) : zip_flavour_;
   }
+
+  // Format-specific inventory for the report's "files" list (ops per function, opsets, versions).
+  const nlohmann::ordered_json& details() const { return details_; }
 
  private:
   void add(std::string rule, Severity severity, std::string title, const std::string& member,
@@ -159,6 +174,18 @@ class ArtifactInspector {
       case FileKind::Gguf:
         inspect_gguf(data, member);
         return;
+      case FileKind::Hdf5:
+        inspect_hdf5(data, member, depth);
+        return;
+      case FileKind::Onnx:
+        inspect_onnx(data, member, depth);
+        return;
+      case FileKind::TfSavedModel:
+      case FileKind::TfGraphDef:
+      case FileKind::KerasMetadata:
+      case FileKind::TfFingerprint:
+        inspect_tf(data, member, depth, kind);
+        return;
       case FileKind::Tar:
       case FileKind::SevenZip:
         inspect_archive(data, member, depth, kind);
@@ -174,7 +201,8 @@ class ArtifactInspector {
         if (depth == 0)
           add("file.unknown-format", Severity::Medium,
               "Format not recognised: the file could not be checked", member, std::nullopt,
-              "the first bytes match no format Aegis reads (pickle, PyTorch, NumPy, joblib, safetensors, archives)",
+              "the first bytes match no format Aegis reads (pickle, PyTorch, NumPy, joblib, safetensors, GGUF, HDF5, "
+              "ONNX, TensorFlow, archives)",
               kAtlasContainer, kRmfContainer,
               "Find out which program reads this file; do not load it with a pickle-based loader until it is checked.");
         return;
@@ -324,7 +352,9 @@ class ArtifactInspector {
     for (const auto& entry : archive.entries) names.insert(entry.name);
     bool torch = !prefix.empty() && names.contains(prefix + "data.pkl");
     bool torchscript = torch && names.contains(prefix + "constants.pkl");
-    if (depth == 0) zip_flavour_ = torchscript ? "torchscript-zip" : torch ? "pytorch-zip" : "zip";
+    // Keras 3 writes config.json, metadata.json and model.weights.h5 at the archive's root.
+    bool keras = names.contains("config.json") && (names.contains("metadata.json") || names.contains("model.weights.h5"));
+    if (depth == 0) zip_flavour_ = torchscript ? "torchscript-zip" : torch ? "pytorch-zip" : keras ? "keras-v3" : "zip";
 
     std::vector<bool> done(archive.entries.size(), false);
     std::set<std::string> storage_keys;
@@ -349,8 +379,16 @@ class ArtifactInspector {
         continue;
       auto content = read_member(data, entry, member, storage, entry.method != 0, crc_anomalies);
       if (!content) continue;
-      FileKind kind = formats::sniff(*content);
+      FileKind kind = formats::sniff(*content, entry.name);
       std::string inner = join_member(member, entry.name);
+      if (keras && (entry.name == "config.json" || entry.name == "metadata.json")) {
+        std::string_view text(reinterpret_cast<const char*>(content->data()), content->size());
+        if (entry.name == "config.json")
+          review_keras(text, inner, "config.json of a .keras archive");
+        else
+          note_keras_metadata(text);
+        continue;
+      }
       if (kind == FileKind::Pickle || kind == FileKind::LegacyTorch) {
         add("zip.hidden-pickle", Severity::Medium, "Archive holds a pickle under a name that is not a pickle's",
             member, entry.local_header_offset,
@@ -475,6 +513,126 @@ class ArtifactInspector {
     }
   }
 
+  // Issues the format analysers graded, turned into findings at this file and member.
+  void add_issues(const std::vector<formats::FormatIssue>& issues, const std::string& member) {
+    std::size_t reported = 0;
+    for (const auto& issue : issues) {
+      if (reported++ >= formats::kMaxIssuesPerFile) break;
+      bool code = issue.kind == formats::IssueClass::Code;
+      std::string evidence = issue.where.empty() ? issue.evidence : issue.where + ": " + issue.evidence;
+      add(issue.rule, issue.severity, issue.title, member, issue.offset, std::move(evidence),
+          code ? kAtlasCode : kAtlasContainer, code ? kRmfCode : kRmfContainer,
+          issue.remediation.empty() ? (code ? kRemedyFormatCode : kRemedyFormatContainer)
+                                    : std::string_view(issue.remediation));
+    }
+  }
+
+  void review_keras(std::string_view json, const std::string& member, std::string_view origin) {
+    auto review = formats::review_keras_config(json, origin);
+    add_issues(review.issues, member);
+    auto& keras = details_["keras"];
+    if (!review.keras_version.empty()) keras["keras_version"] = review.keras_version;
+    if (!review.backend.empty()) keras["backend"] = review.backend;
+    keras["layers"] = keras.value("layers", std::size_t{0}) + review.layers;
+    for (const auto& name : review.layer_classes) {
+      auto& classes = keras["layer_classes"];
+      if (std::find(classes.begin(), classes.end(), name) == classes.end()) classes.push_back(name);
+    }
+  }
+
+  void note_keras_metadata(std::string_view json) {
+    auto parsed = nlohmann::json::parse(json, nullptr, false);
+    if (parsed.is_object())
+      for (const char* key : {"keras_version", "date_saved"})
+        if (parsed.contains(key) && parsed[key].is_string()) details_["keras"][key] = parsed[key].get<std::string>();
+  }
+
+  void inspect_hdf5(std::span<const std::uint8_t> data, const std::string& member, std::size_t depth) {
+    auto extract = formats::extract_hdf5(data);
+    if (extract.child_died) {
+      add("h5.reader-crash", Severity::High, "libhdf5 failed on this file in the sandbox: it could not be checked",
+          member, std::nullopt, extract.error, kAtlasContainer, kRmfContainer,
+          "h5py and Keras use the same library and would fail the same way, or worse: do not open this file "
+          "outside a sandbox; get an intact copy from a trusted source.");
+      return;
+    }
+    if (!extract.opened) {
+      add("h5.unreadable", Severity::Medium, "HDF5 file cannot be opened: it could not be checked", member,
+          std::nullopt, extract.error, kAtlasContainer, kRmfContainer,
+          "Get an intact copy from a trusted source and scan it again.");
+      return;
+    }
+    if (!extract.error.empty() || extract.limit_hit)
+      add("h5.incomplete", Severity::Medium, "HDF5 file could only be read in part: the rest was not checked", member,
+          std::nullopt, extract.error.empty() ? "a read limit was reached" : extract.error, kAtlasContainer,
+          kRmfContainer, "Get an intact copy from a trusted source and scan it again.");
+    for (const auto& link : extract.links) {
+      if (link.kind != "external") continue;
+      add("h5.external-link", Severity::High, "HDF5 file links to an object in another file", member, std::nullopt,
+          link.object + (link.object == "/" ? "" : "/") + link.name + " -> " + link.target, kAtlasCode, kRmfCode,
+          "h5py follows external links when the object is read, opening files outside the model; re-export the "
+          "model without them.");
+    }
+    bool keras = false;
+    for (const auto& attribute : extract.attributes) {
+      std::string where = join_member(member, "attribute " + attribute.object + "@" + attribute.name);
+      if (attribute.name == "model_config" || attribute.name == "training_config") {
+        keras = keras || attribute.name == "model_config";
+        if (attribute.truncated)
+          add("h5.limit", Severity::Medium, "Keras configuration is larger than the read limit: its end was not checked",
+              where, std::nullopt, std::to_string(attribute.value.size()) + " bytes read", kAtlasContainer,
+              kRmfContainer, "Review the model configuration by hand in a sandbox.");
+        review_keras(attribute.value, where, attribute.name + " attribute");
+      } else if ((attribute.name == "keras_version" || attribute.name == "backend") && attribute.object == "/") {
+        details_["keras"][attribute.name] = attribute.value.substr(0, 64);
+      }
+    }
+    if (depth == 0) zip_flavour_ = keras ? "keras-h5" : "hdf5";
+    details_["hdf5"] = {{"objects", extract.objects}, {"string_attributes", extract.attributes.size()}};
+  }
+
+  void inspect_onnx(std::span<const std::uint8_t> data, const std::string& member, std::size_t depth) {
+    // External data is resolved against the model's folder; inside an archive there is none.
+    fs::path model_dir;
+    if (depth == 0 && member.empty()) model_dir = fs::path(file_).parent_path();
+    if (depth == 0 && member.empty() && model_dir.empty()) model_dir = ".";
+    auto info = formats::analyze_onnx(data, model_dir);
+    add_issues(info.issues, member);
+    if (!info.parsed) return;
+    nlohmann::ordered_json onnx = {{"ir_version", info.ir_version}, {"producer", info.producer}};
+    nlohmann::ordered_json opsets = nlohmann::ordered_json::object();
+    for (const auto& [domain, version] : info.opsets) opsets[domain.empty() ? "ai.onnx" : domain] = version;
+    onnx["opsets"] = opsets;
+    onnx["nodes"] = info.nodes;
+    onnx["initializers"] = info.initializers;
+    onnx["functions"] = info.functions;
+    onnx["ops"] = info.op_counts;
+    if (!info.external_files.empty()) onnx["external_data"] = info.external_files;
+    details_["onnx"] = std::move(onnx);
+  }
+
+  void inspect_tf(std::span<const std::uint8_t> data, const std::string& member, std::size_t depth, FileKind kind) {
+    formats::TfFileKind tf_kind = kind == FileKind::TfSavedModel    ? formats::TfFileKind::SavedModel
+                                  : kind == FileKind::KerasMetadata ? formats::TfFileKind::KerasMetadata
+                                  : kind == FileKind::TfFingerprint ? formats::TfFileKind::Fingerprint
+                                                                    : formats::TfFileKind::GraphDef;
+    auto info = formats::analyze_tf(data, tf_kind);
+    add_issues(info.issues, member);
+    (void)depth;
+    if (!info.parsed) return;
+    // Every op of every function, as the issue's reviewers asked: the inventory goes to the report.
+    if (!info.functions.empty()) {
+      nlohmann::ordered_json functions = nlohmann::ordered_json::object();
+      for (const auto& function : info.functions) functions[function.function] = function.op_counts;
+      details_["tensorflow"]["ops"] = std::move(functions);
+    }
+    if (!info.tags.empty()) details_["tensorflow"]["tags"] = info.tags;
+    if (!info.fingerprint.empty()) details_["tensorflow"]["fingerprint"] = info.fingerprint;
+    std::size_t index = 0;
+    for (const auto& json : info.keras_metadata_json)
+      review_keras(json, join_member(member, "keras metadata node " + std::to_string(index++)), "keras_metadata.pb");
+  }
+
   void inspect_archive(std::span<const std::uint8_t> data, const std::string& member, std::size_t depth,
                        FileKind kind) {
     std::vector<std::string> problems;
@@ -485,7 +643,7 @@ class ArtifactInspector {
           add("archive.limit", Severity::High, "Archive entry exceeds the scan's limits: only its start was checked",
               inner, std::nullopt, entry.limit_hit, kAtlasContainer, kRmfContainer,
               "Unpack it in a sandbox and scan the contents, or raise the limits.");
-        FileKind inner_kind = formats::sniff(entry.content);
+        FileKind inner_kind = formats::sniff(entry.content, entry.name);
         if (inner_kind != FileKind::Unknown || has_model_extension(entry.name))
           inspect(entry.content, inner, depth + 1, inner_kind);
       });
@@ -519,12 +677,45 @@ class ArtifactInspector {
   std::string file_;
   std::vector<Finding>& findings_;
   std::string zip_flavour_;
+  nlohmann::ordered_json details_ = nlohmann::ordered_json::object();
 };
 
 struct WorkItem {
   fs::path path;
   bool explicit_input = false;
+  fs::path root;  // the input it was found under (its folder, for a file input): models are grouped below it
 };
+
+// Hugging Face cache entries are folders named models--org--name (datasets--, spaces-- likewise).
+std::optional<std::pair<std::string, std::string>> hf_cache_repo(const std::string& component) {
+  for (auto [prefix, label] : {std::pair{"models--", ""}, std::pair{"datasets--", "datasets/"}, std::pair{"spaces--", "spaces/"}}) {
+    std::string_view view(component);
+    if (!view.starts_with(prefix) || view.size() == std::string_view(prefix).size()) continue;
+    std::string repo(view.substr(std::string_view(prefix).size()));
+    if (auto split = repo.find("--"); split != std::string::npos) repo.replace(split, 2, "/");
+    return std::pair{std::string(label) + repo, std::string(prefix)};
+  }
+  return std::nullopt;
+}
+
+// A file reached through blobs/ of a cache entry is scanned under its snapshot name when it has one.
+bool is_hf_blob(const fs::path& path) {
+  fs::path previous;
+  for (const auto& part : path) {
+    if (part == "blobs" && hf_cache_repo(previous.string())) return true;
+    previous = part;
+  }
+  return false;
+}
+
+bool holds_model_markers(const fs::path& dir) {
+  static constexpr std::string_view kMarkers[] = {"config.json", "model_index.json", "saved_model.pb", ".gitattributes",
+                                                  "modules.json", "adapter_config.json", "params.json", "MLmodel"};
+  std::error_code ec;
+  for (auto marker : kMarkers)
+    if (fs::exists(dir / marker, ec)) return true;
+  return false;
+}
 
 void sort_findings(std::vector<Finding>& findings) {
   std::stable_sort(findings.begin(), findings.end(), [](const Finding& a, const Finding& b) {
@@ -537,16 +728,47 @@ void sort_findings(std::vector<Finding>& findings) {
 
 }  // namespace
 
+ModelKey model_of(const fs::path& file, const fs::path& root, const std::function<bool(const fs::path&)>& is_marked) {
+  std::vector<fs::path> parts(file.begin(), file.end());
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    auto repo = hf_cache_repo(parts[i].string());
+    if (!repo || i + 1 >= parts.size() - 1) continue;
+    fs::path base;
+    for (std::size_t j = 0; j <= i; ++j) base /= parts[j];
+    if (parts[i + 1] == "snapshots" && i + 2 < parts.size() - 1) {
+      std::string revision = parts[i + 2].string();
+      return {repo->first + "@" + revision.substr(0, 12), "hf-cache", (base / "snapshots" / parts[i + 2]).string()};
+    }
+    return {repo->first + " (" + parts[i + 1].string() + ")", "hf-cache", (base / parts[i + 1]).string()};
+  }
+  fs::path dir = root;
+  if (!dir.empty() && is_marked(dir)) return {dir.string(), "model-folder", dir.string()};
+  fs::path relative = file.parent_path().lexically_relative(root);
+  if (!root.empty() && !relative.empty() && *relative.begin() != "..") {
+    for (const auto& part : relative) {
+      if (part == ".") continue;
+      dir /= part;
+      if (is_marked(dir)) return {dir.string(), "model-folder", dir.string()};
+    }
+  }
+  return {file.string(), "file", file.string()};
+}
+
 ModelScanner::ModelScanner(CallablePolicy policy, ScanOptions options)
-    : policy_(std::move(policy)), options_(std::move(options)) {}
+    : policy_(std::move(policy)), options_(std::move(options)) {
+  formats::silence_protobuf_logging();
+}
 
 ScanResult ModelScanner::scan_bytes(std::span<const std::uint8_t> data, const std::string& display_path) const {
   ScanResult result;
-  FileResult file{display_path, "", data.size(), 0, false};
+  FileResult file{display_path, "", data.size(), 0, false, display_path, ""};
   ArtifactInspector inspector(policy_, options_, display_path, result.findings);
   bool skipped = false;
   file.format = inspector.inspect_file(data, true, true, skipped);
+  if (!inspector.details().empty()) file.details = inspector.details().dump();
+  file.model = display_path;
   file.findings = result.findings.size();
+  result.models.push_back({display_path, "file", display_path, {0}});
   result.files.push_back(file);
   result.bytes = data.size();
   sort_findings(result.findings);
@@ -565,15 +787,14 @@ ScanResult ModelScanner::scan(const std::vector<std::string>& paths, core::Progr
     if (::stat(path.c_str(), &st) != 0) return true;  // let the scan report why it cannot be read
     return seen_files.insert({st.st_dev, st.st_ino}).second;
   };
+  std::vector<WorkItem> candidates;
   for (const auto& input : paths) {
     std::error_code ec;
     auto status = fs::status(input, ec);
     if (ec || !fs::exists(status))
       throw core::Error("cannot scan " + input + ": no such file or directory", "check the path and try again");
     if (fs::is_regular_file(status)) {
-      if (!first_visit(input)) continue;
-      items.push_back({input, true});
-      total_bytes += fs::file_size(input, ec);
+      candidates.push_back({input, true, fs::path(input).parent_path()});
       continue;
     }
     if (!fs::is_directory(status))
@@ -600,10 +821,17 @@ ScanResult ModelScanner::scan(const std::vector<std::string>& paths, core::Progr
         it.disable_recursion_pending();
         continue;
       }
-      if (!entry.is_regular_file(ec) || !first_visit(entry.path())) continue;
-      items.push_back({entry.path(), false});
-      total_bytes += entry.file_size(ec);
+      if (!entry.is_regular_file(ec)) continue;
+      candidates.push_back({entry.path(), false, fs::path(input)});
     }
+  }
+  // Each file once: under its snapshot name rather than its blob name when it has both.
+  std::stable_partition(candidates.begin(), candidates.end(), [](const WorkItem& item) { return !is_hf_blob(item.path); });
+  for (auto& candidate : candidates) {
+    if (!first_visit(candidate.path)) continue;
+    std::error_code ec;
+    total_bytes += fs::file_size(candidate.path, ec);
+    items.push_back(std::move(candidate));
   }
   if (progress) progress->set_total(items.size(), total_bytes);
 
@@ -625,6 +853,7 @@ ScanResult ModelScanner::scan(const std::vector<std::string>& paths, core::Progr
           bool skipped = false;
           file.format = inspector.inspect_file(mapped.bytes(), item.explicit_input, has_model_extension(item.path), skipped);
           file.skipped = skipped;
+          if (!inspector.details().empty()) file.details = inspector.details().dump();
         } catch (const core::Error& error) {
           Finding finding;
           finding.rule_id = "file.unreadable";
@@ -662,6 +891,21 @@ ScanResult ModelScanner::scan(const std::vector<std::string>& paths, core::Progr
     for (auto& finding : per_file[i]) result.findings.push_back(std::move(finding));
   }
   result.files = std::move(files);
+  // Group the files into models, in the order first seen.
+  std::map<fs::path, bool> marked;
+  auto is_marked = [&marked](const fs::path& dir) {
+    auto [it, inserted] = marked.try_emplace(dir, false);
+    if (inserted) it->second = holds_model_markers(dir);
+    return it->second;
+  };
+  std::map<std::string, std::size_t> model_index;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    ModelKey key = model_of(items[i].path, items[i].root, is_marked);
+    auto [it, inserted] = model_index.try_emplace(key.name, result.models.size());
+    if (inserted) result.models.push_back({key.name, key.kind, key.path, {}});
+    result.models[it->second].files.push_back(i);
+    result.files[i].model = key.name;
+  }
   sort_findings(result.findings);
   return result;
 }

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -37,13 +39,37 @@ struct FileResult {
   std::uint64_t size = 0;
   std::size_t findings = 0;
   bool skipped = false;      // not a model artifact (directory walk only): nothing to analyse
+  std::string model;         // the model this file belongs to (ModelGroup::name)
+  std::string details;       // JSON object: format inventory (ops per function, opsets, Keras version)
+};
+
+// Files grouped the way a registry holds them: one Hugging Face cache entry (org/name@revision), one
+// model folder (a repository clone, a SavedModel, a diffusers pipeline), or a file on its own.
+struct ModelGroup {
+  std::string name;
+  std::string kind;      // "hf-cache", "model-folder", "file"
+  std::string path;      // its root on disk
+  std::vector<std::size_t> files;  // indexes into ScanResult::files
 };
 
 struct ScanResult {
   std::vector<core::Finding> findings;  // sorted by file, then severity (highest first), then offset
   std::vector<FileResult> files;
+  std::vector<ModelGroup> models;  // in the order first seen; every file in exactly one
   std::uint64_t bytes = 0;
 };
+
+// Which model a file belongs to, from its path: inside a Hugging Face cache
+// (models--org--name/snapshots/REV/...) the cache entry and revision; else the outermost folder
+// below `root` that holds a model's marker files (config.json, model_index.json, saved_model.pb,
+// .gitattributes, ...); else the file itself. `is_marked` answers whether a folder holds markers.
+struct ModelKey {
+  std::string name;
+  std::string kind;
+  std::string path;
+};
+ModelKey model_of(const std::filesystem::path& file, const std::filesystem::path& root,
+                  const std::function<bool(const std::filesystem::path&)>& is_marked);
 
 class ModelScanner {
  public:
