@@ -233,8 +233,10 @@ def big_h5(path, nbytes):
 
 def big_onnx(folder, nbytes):
     rows = nbytes // 4 // 1024
-    w = helper.make_tensor("W", TensorProto.FLOAT, [rows, 1024], vals=[], raw=False)
-    w.ClearField("float_data")
+    w = TensorProto()
+    w.name = "W"
+    w.data_type = TensorProto.FLOAT
+    w.dims.extend([rows, 1024])
     w.data_location = TensorProto.EXTERNAL
     for k, v in (("location", "model.onnx.data"), ("offset", "0"), ("length", str(rows * 1024 * 4))):
         e = w.external_data.add()

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <cctype>
+
 #include <algorithm>
 #include <cstdint>
 #include <random>
@@ -175,7 +177,15 @@ TEST_P(PyMarshalLayouts, PicksTheLayoutThatReadsTheWholeBuffer) {
 
 INSTANTIATE_TEST_SUITE_P(AllFamilies, PyMarshalLayouts,
                          ::testing::Values(LayoutCase{Layout::Py27, "2.7"}, LayoutCase{Layout::Py30, "3.0-3.7"},
-                                           LayoutCase{Layout::Py38, "3.8-3.10"}, LayoutCase{Layout::Py311, "3.11+"}));
+                                           LayoutCase{Layout::Py38, "3.8-3.10"}, LayoutCase{Layout::Py311, "3.11+"}),
+                         // Stable names (the default prints the struct's bytes, pointers included,
+                         // which differ between CTest's discovery run and the test run).
+                         [](const ::testing::TestParamInfo<LayoutCase>& info) {
+                           std::string name = "py";
+                           for (char c : std::string(info.param.family))
+                             name += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+                           return name;
+                         });
 
 TEST(PyMarshal, TrailingBytesAreReportedNotFatal) {
   Bytes data = fixture_bytes("lambda_code_311.marshal");

@@ -225,3 +225,37 @@ TEST(ModelScanner, JoblibArrayBytesAreAlsoReadAsPickleLoadReadsThem) {
 
 }  // namespace
 }  // namespace aegis::scan
+
+namespace aegis::scan {
+namespace {
+
+// Found by the model_scanner fuzzer: a SavedModel whose strings are not UTF-8 once crashed the
+// report's inventory. Names from a file are bytes; the scan must go on and still see the PyFunc.
+TEST(ModelScanner, NonUtf8NamesInAGraphDoNotStopTheScan) {
+  const std::string base64 =
+      "CAESzQEKGAoHdjIuMTUuMCIFc2VydmUqBjIuMTUuMBKwAQo7CgF4EgtQbGFjZWhvbGRlcioLCgVkdHlwZRICMAEqHAoFc2hhcGUSEzoREgsI"
+      "////////////ARICCAQKRQoGUHlGdW5jEgZQeUZ1bmMaAXgqDAoDVGluEgUKAzIBASoNCgRUb3V0EgUKAzIBASoTCgV0b2tlbhIKEghweWZ1"
+      "bmNfMAojCgZvdXRwdXQSCElkZW50aXR5GgZQeUZ1bmMqBwoBVBICMAEiBQjtDBAM";
+  std::vector<std::uint8_t> bytes;
+  std::uint32_t buffer = 0;
+  int bits = 0;
+  for (char c : base64) {
+    const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    auto index = alphabet.find(c);
+    ASSERT_NE(index, std::string::npos);
+    buffer = (buffer << 6) | static_cast<std::uint32_t>(index);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      bytes.push_back(static_cast<std::uint8_t>((buffer >> bits) & 0xFF));
+    }
+  }
+  ScanResult result;
+  ASSERT_NO_THROW(result = default_scanner().scan_bytes(bytes, "saved_model.pb"));
+  EXPECT_EQ(result.files.at(0).format, "tf-savedmodel");
+  EXPECT_TRUE(has_rule(result, "tf.python-callback")) << describe(result);
+  EXPECT_FALSE(result.files.at(0).details.empty());
+}
+
+}  // namespace
+}  // namespace aegis::scan

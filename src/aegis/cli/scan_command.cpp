@@ -56,7 +56,8 @@ int run_scan(const ScanFlags& flags) {
     files.push_back(std::move(entry));
     if (!file.skipped) context.artifacts.push_back({file.path, file.size, file.format, file.model});
   }
-  context.extra_json = nlohmann::ordered_json{{"files", files}}.dump();
+  context.extra_json =
+      nlohmann::ordered_json{{"files", files}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 
   // Per model: the findings of its files summed, so a registry reads as a list of models.
   std::map<std::string, std::size_t> group_of_file;

@@ -91,7 +91,8 @@ void write_json(std::ostream& out, const std::vector<Finding>& findings, const R
     if (extra.is_object())
       for (auto& [key, value] : extra.items()) doc[key] = value;
   }
-  out << doc.dump(2) << "\n";
+  // File names and strings from hostile files need not be UTF-8: invalid bytes become U+FFFD.
+  out << doc.dump(2, ' ', false, ordered_json::error_handler_t::replace) << "\n";
 }
 
 // SARIF levels: GitHub code scanning maps error/warning/note; the numeric security-severity
@@ -215,7 +216,8 @@ void write_sarif(std::ostream& out, const std::vector<Finding>& findings, const 
                                      {"automationDetails", {{"id", "aegis/" + context.command + "/"}}},
                                      {"artifacts", artifacts},
                                      {"results", results}}})}};
-  out << doc.dump(2) << "\n";
+  // File names and strings from hostile files need not be UTF-8: invalid bytes become U+FFFD.
+  out << doc.dump(2, ' ', false, ordered_json::error_handler_t::replace) << "\n";
 }
 
 std::string markdown_escape(std::string_view text) {

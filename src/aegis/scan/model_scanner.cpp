@@ -765,7 +765,7 @@ ScanResult ModelScanner::scan_bytes(std::span<const std::uint8_t> data, const st
   ArtifactInspector inspector(policy_, options_, display_path, result.findings);
   bool skipped = false;
   file.format = inspector.inspect_file(data, true, true, skipped);
-  if (!inspector.details().empty()) file.details = inspector.details().dump();
+  if (!inspector.details().empty()) file.details = inspector.details().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   file.model = display_path;
   file.findings = result.findings.size();
   result.models.push_back({display_path, "file", display_path, {0}});
@@ -853,7 +853,7 @@ ScanResult ModelScanner::scan(const std::vector<std::string>& paths, core::Progr
           bool skipped = false;
           file.format = inspector.inspect_file(mapped.bytes(), item.explicit_input, has_model_extension(item.path), skipped);
           file.skipped = skipped;
-          if (!inspector.details().empty()) file.details = inspector.details().dump();
+          if (!inspector.details().empty()) file.details = inspector.details().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
         } catch (const core::Error& error) {
           Finding finding;
           finding.rule_id = "file.unreadable";
