@@ -17,8 +17,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     options.archive_limits.max_entries = 64;
     options.pickle_limits.max_memo_entries = 1 << 16;
     options.pickle_limits.max_stack_depth = 1 << 16;
+    options.hdf5_limits.cpu_seconds = 2;   // libFuzzer's -timeout is 10 s
+    options.hdf5_limits.wall_seconds = 4;
     return aegis::scan::ModelScanner(aegis::scan::CallablePolicy{}, options);
   }();
-  auto result = scanner.scan_bytes(std::span<const std::uint8_t>(data, size), "fuzz-input");
+  // The protobuf formats are told by name: vary the name so that every reader gets inputs.
+  static constexpr const char* kNames[] = {"fuzz-input", "saved_model.pb", "model.onnx", "keras_metadata.pb",
+                                           "fingerprint.pb", "frozen_graph.pb"};
+  auto result = scanner.scan_bytes(std::span<const std::uint8_t>(data, size), kNames[size % 6]);
   return result.files.size() == 1 ? 0 : -1;
 }

@@ -80,10 +80,13 @@ TEST(Hdf5, GarbageBehindTheSignatureIsReportedAsUnreadable) {
 TEST(Hdf5, EveryByteFlippedInTheHeaderNeverTakesTheScannerDown) {
   auto bytes = test::read_file(test::fixture("benign/keras_dense.h5"));
   std::size_t died = 0, opened = 0;
+  Hdf5Limits limits;
+  limits.cpu_seconds = 5;
+  limits.wall_seconds = 10;
   for (std::size_t at = 0; at < std::min<std::size_t>(bytes.size(), 2048); at += 13) {
     auto copy = bytes;
     copy[at] ^= 0xFF;
-    auto extract = extract_hdf5(copy);
+    auto extract = extract_hdf5(copy, limits);
     died += extract.child_died;
     opened += extract.opened;
     if (extract.child_died) {

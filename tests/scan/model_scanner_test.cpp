@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "../test_support.h"
@@ -231,18 +232,14 @@ namespace {
 
 // Found by the model_scanner fuzzer: a SavedModel whose strings are not UTF-8 once crashed the
 // report's inventory. Names from a file are bytes; the scan must go on and still see the PyFunc.
-TEST(ModelScanner, NonUtf8NamesInAGraphDoNotStopTheScan) {
-  const std::string base64 =
-      "CAESzQEKGAoHdjIuMTUuMCIFc2VydmUqBjIuMTUuMBKwAQo7CgF4EgtQbGFjZWhvbGRlcioLCgVkdHlwZRICMAEqHAoFc2hhcGUSEzoREgsI"
-      "////////////ARICCAQKRQoGUHlGdW5jEgZQeUZ1bmMaAXgqDAoDVGluEgUKAzIBASoNCgRUb3V0EgUKAzIBASoTCgV0b2tlbhIKEghweWZ1"
-      "bmNfMAojCgZvdXRwdXQSCElkZW50aXR5GgZQeUZ1bmMqBwoBVBICMAEiBQjtDBAM";
+std::vector<std::uint8_t> from_base64(const std::string& text) {
+  const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::vector<std::uint8_t> bytes;
   std::uint32_t buffer = 0;
   int bits = 0;
-  for (char c : base64) {
-    const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  for (char c : text) {
     auto index = alphabet.find(c);
-    ASSERT_NE(index, std::string::npos);
+    if (index == std::string::npos) continue;  // padding
     buffer = (buffer << 6) | static_cast<std::uint32_t>(index);
     bits += 6;
     if (bits >= 8) {
@@ -250,11 +247,78 @@ TEST(ModelScanner, NonUtf8NamesInAGraphDoNotStopTheScan) {
       bytes.push_back(static_cast<std::uint8_t>((buffer >> bits) & 0xFF));
     }
   }
+  return bytes;
+}
+
+TEST(ModelScanner, NonUtf8NamesInAGraphDoNotStopTheScan) {
+  const std::string base64 =
+      "CAESzQEKGAoHdjIuMTUuMCIFc2VydmUqBjIuMTUuMBKwAQo7CgF4EgtQbGFjZWhvbGRlcioLCgVkdHlwZRICMAEqHAoFc2hhcGUSEzoREgsI"
+      "////////////ARICCAQKRQoGUHlGdW5jEgZQeUZ1bmMaAXgqDAoDVGluEgUKAzIBASoNCgRUb3V0EgUKAzIBASoTCgV0b2tlbhIKEghweWZ1"
+      "bmNfMAojCgZvdXRwdXQSCElkZW50aXR5GgZQeUZ1bmMqBwoBVBICMAEiBQjtDBAM";
+  auto bytes = from_base64(base64);
   ScanResult result;
   ASSERT_NO_THROW(result = default_scanner().scan_bytes(bytes, "saved_model.pb"));
   EXPECT_EQ(result.files.at(0).format, "tf-savedmodel");
   EXPECT_TRUE(has_rule(result, "tf.python-callback")) << describe(result);
   EXPECT_FALSE(result.files.at(0).details.empty());
+}
+
+}  // namespace
+}  // namespace aegis::scan
+
+namespace aegis::scan {
+namespace {
+
+// An ONNX model with its weights in a file beside it: the weights file is recognised as the
+// model's external data, not reported as a file of unknown format.
+TEST(ModelScanner, OnnxExternalDataBesideTheModelIsRecognised) {
+  auto result = default_scanner().scan({test::fixture("onnx_external_ok").string()});
+  EXPECT_LE(highest(result), Severity::Info) << describe(result);
+  std::map<std::string, std::string> formats;
+  for (const auto& file : result.files) formats[fs::path(file.path).filename().string()] = file.format;
+  EXPECT_EQ(formats["model.onnx"], "onnx") << testing::PrintToString(formats);
+  EXPECT_EQ(formats["weights.bin"], "onnx-external-data") << testing::PrintToString(formats);
+  ASSERT_EQ(result.models.size(), 1u);
+}
+
+// A checkpoint whose tensors are stored (not deflated) members over the inflate limit is normal
+// for large models and must not be called a zip bomb; the pickle is still analysed.
+TEST(ModelScanner, StoredTensorsLargerThanTheInflateLimitAreNotABomb) {
+  ScanOptions options;
+  options.zip_limits.max_inflated_size = 64;  // every tensor of the fixture is bigger than this
+  ModelScanner scanner(CallablePolicy{}, options);
+  auto clean = scanner.scan({test::fixture("benign/state_dict.pt").string()});
+  EXPECT_FALSE(has_rule(clean, "zip.zip-bomb")) << describe(clean);
+  auto evil = scanner.scan({test::fixture("malicious/pt_zip_malicious.pt").string()});
+  EXPECT_TRUE(has_rule(evil, "pickle.denied-callable")) << describe(evil);
+}
+
+}  // namespace
+}  // namespace aegis::scan
+
+namespace aegis::scan {
+namespace {
+
+// Found by the model_scanner fuzzer: a .keras archive whose configuration names no Keras version
+// once threw from the report's inventory. It must scan, and be reported as a damaged .keras.
+TEST(ModelScanner, KerasArchiveWithoutVersionsScans) {
+  const std::string base64 =
+      "UEsDBBQAAAAIAAAAblfz3kbUOwAAAD8AAAANAAAAbWV0YWRhdGEuanNvbqtWyk4tSiyOL0stKs7Mz1OyUlAy1jPQM1TSUVBKSSxJ"
+      "jS9OLEtNAQkbGRgZ6xoa6hqgkr3Bfv4ujAzMcPsUmFHtQU/HsNJfgx3NPVB+ASfUHKj4B15UdRJ8ENoCtRoZ8gBXOYAeLoTqsRU8"
+      "EBoWH6NgZAH0cgCWTSZwoqpDr688KLQXV/oVgLT8GAyg6XK0HhsF+ACueiyAB1UdbeoxRrh9LzhR7UFPx6MAO8BVDqDX26PlwJo4"
+      "GBhYgZFSLQBQSwMEFAAAAAgAAABuVyEkgQUjAAAAIwAAAAsAAABjb25maWcuanNvbqtWys1PKc1JVbJSUMpOLUosVtJRUErOSSwu"
+      "js9LzAUJRwMAUEsDBBQAAAAIAAAAbldLJte0JQEAALAQAAAQAAAAbW9kZWwud2VpZ2h0cy5oNev0cHHj5ZLiYgABDg4GFgYBBmTw"
+      "Hwo2CKDyYfIJUJoRSndA6RVMMHFGsJwEVFwQaj66upAgV1eQ6v9oAGbPA1YIrcAwCkYi8HB1DADREVC+BpQ+wYSqLiexMrWomIEh"
+      "v6AkMzezKrUIKl6WCBJFpFMDIu3FlX49mCH8DGi6hKRfBpzpdxSMbICefjmgdAcrqjpY+gygkr3Bfv4ujAzMcPsUmFHtQU/HsNJf"
+      "gx3NPVB+ASfUHKj4B15UdRJ8ENoCtRoZ8gBXOYAeLoTqsRU8EBoWH6NgZAH0cgCWTSZwoqpDr688KLQXV/oVgLT8GAyg6XK0HhsF"
+      "+ACueiyAB1UdbeoxRrh9LzhR7UFPx6MAO8BVDqDX26PlwCjAB3CVAxFo7T5qlwMAUEsBAhQDFAAAAAgAAABuV/PeRtQ7AAAAPwAA"
+      "AA0AAAAAAAAAAAAAAIABAAAAAG1ldGFkYXRhLmpzb25QSwECFAMUAAAACAAAAG5XISSBBSMAAAAjAAAACwAAAAAAAAAAAAAAgAFm"
+      "AAAAY29uZmlnLmpzb25QSwECFAMUAAAACAAAAG5XSybXtCUBAACwEAAAEAAAAAAAAAAAAAAAgAGyAAAAbW9kZWwud2VpZ2h0cy5o"
+      "NVBLBQYAAAAAAwADALIAAAAFAgAAAAA=";
+  auto bytes = from_base64(base64);
+  ScanResult result;
+  ASSERT_NO_THROW(result = default_scanner().scan_bytes(bytes, "model.keras"));
+  EXPECT_EQ(result.files.at(0).format, "keras-v3");
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "aegis/cli/scan_command.h"
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -79,6 +80,12 @@ int run_scan(const ScanFlags& flags) {
     ++summary.counts[static_cast<int>(finding.severity)];
     if (!summary.highest || finding.severity > *summary.highest) summary.highest = finding.severity;
   }
+  // Worst models first, so a registry's problems head the list.
+  std::stable_sort(context.groups.begin(), context.groups.end(), [](const core::ReportGroup& a, const core::ReportGroup& b) {
+    int sa = a.summary.highest ? static_cast<int>(*a.summary.highest) : -1;
+    int sb = b.summary.highest ? static_cast<int>(*b.summary.highest) : -1;
+    return sa != sb ? sa > sb : a.name < b.name;
+  });
   // Folders of files that are not models at all (a docs folder) need no line of their own.
   std::erase_if(context.groups, [](const core::ReportGroup& group) { return group.files == 0 && !group.summary.highest; });
   return finish_command(flags.common, result.findings, context);

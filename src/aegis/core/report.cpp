@@ -315,7 +315,15 @@ void write_table(std::ostream& out, const std::vector<Finding>& findings, const 
   if (!findings.empty()) out << "\n";
   if (context.groups.size() > 1) {
     out << "per " << context.group_label << ":\n";
+    // A registry of thousands of clean models would bury the ones that matter: past a screenful,
+    // clean ones are counted, not listed (JSON and Markdown list them all).
+    const bool list_clean = context.groups.size() <= 30 || context.verbose;
+    std::size_t clean = 0;
     for (const auto& group : context.groups) {
+      if (!group.summary.highest && !list_clean) {
+        ++clean;
+        continue;
+      }
       std::string highest = group.summary.highest ? std::string(to_string(*group.summary.highest)) : "clean";
       for (auto& c : highest) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
       if (context.color && group.summary.highest) out << severity_colour(*group.summary.highest);
@@ -323,6 +331,7 @@ void write_table(std::ostream& out, const std::vector<Finding>& findings, const 
           << group.name << "  (" << group.kind << ", " << group.files << " file(s)): " << severity_counts(group.summary)
           << "\n";
     }
+    if (clean) out << "  " << clean << " " << context.group_label << "(s) without findings (--verbose lists them)\n";
     out << "\n";
   }
   out << context.summary.files_scanned << " file(s), " << context.summary.bytes_scanned / 1000000.0 << " MB scanned: ";

@@ -34,6 +34,16 @@ constexpr bool kAddressSanitizer = false;
 
 constexpr std::string_view kSignature = "\x89HDF\r\n\x1a\n";
 
+}  // namespace
+}  // namespace aegis::formats
+
+// Present only in sanitizer builds. libFuzzer installs a death callback that writes the current
+// input as a crash file; in the reader's child that would blame libhdf5's bugs on our harness.
+extern "C" __attribute__((weak)) void __sanitizer_set_death_callback(void (*callback)(void));
+
+namespace aegis::formats {
+namespace {
+
 // ---- the child's side: walk the file and stream records to the pipe ---------------------------
 
 class RecordWriter {
@@ -204,6 +214,7 @@ herr_t on_link(hid_t group, const char* name, const H5L_info_t* info, void* data
 }
 
 [[noreturn]] void child_main(std::span<const std::uint8_t> data, const Hdf5Limits& limits, int fd) {
+  if (&__sanitizer_set_death_callback != nullptr) __sanitizer_set_death_callback(nullptr);
   struct rlimit core_limit{0, 0};
   setrlimit(RLIMIT_CORE, &core_limit);
   struct rlimit cpu{limits.cpu_seconds, limits.cpu_seconds + 1};

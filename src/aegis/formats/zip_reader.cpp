@@ -445,8 +445,10 @@ ZipArchive read_zip(std::span<const std::uint8_t> data, const ZipLimits& limits)
     if (entry.method == 0 && entry.compressed_size != entry.uncompressed_size) {
       log.add("size-mismatch", entry.name, at, "stored member with different compressed and uncompressed sizes");
     }
-    if (entry.uncompressed_size > limits.max_inflated_size ||
-        (entry.method == 8 && entry.uncompressed_size > inflation_cap(entry.compressed_size, limits))) {
+    // A stored member is read in place, whatever its size (a 2 GB embedding matrix in a checkpoint
+    // is normal); only what would have to be inflated is held to the limits.
+    if (entry.method != 0 && (entry.uncompressed_size > limits.max_inflated_size ||
+                              (entry.method == 8 && entry.uncompressed_size > inflation_cap(entry.compressed_size, limits)))) {
       log.add("zip-bomb", entry.name, at,
               "declares " + std::to_string(entry.uncompressed_size) + " bytes from " + std::to_string(entry.compressed_size));
     }

@@ -531,6 +531,7 @@ class ArtifactInspector {
     auto review = formats::review_keras_config(json, origin);
     add_issues(review.issues, member);
     auto& keras = details_["keras"];
+    if (!keras.is_object()) keras = nlohmann::ordered_json::object();
     if (!review.keras_version.empty()) keras["keras_version"] = review.keras_version;
     if (!review.backend.empty()) keras["backend"] = review.backend;
     keras["layers"] = keras.value("layers", std::size_t{0}) + review.layers;
@@ -548,7 +549,7 @@ class ArtifactInspector {
   }
 
   void inspect_hdf5(std::span<const std::uint8_t> data, const std::string& member, std::size_t depth) {
-    auto extract = formats::extract_hdf5(data);
+    auto extract = formats::extract_hdf5(data, options_.hdf5_limits);
     if (extract.child_died) {
       add("h5.reader-crash", Severity::High, "libhdf5 failed on this file in the sandbox: it could not be checked",
           member, std::nullopt, extract.error, kAtlasContainer, kRmfContainer,
@@ -728,6 +729,39 @@ void sort_findings(std::vector<Finding>& findings) {
 
 }  // namespace
 
+namespace {
+
+// ONNX keeps big weights in files beside the model (model.onnx.data, weights.bin) that have no
+// format of their own. A file that a scanned ONNX model names as its external data is that, not
+// an unknown format: its "file.unknown-format" finding is withdrawn and the file labelled.
+// Returns, for each such file, the index of the model file that names it.
+std::map<std::size_t, std::size_t> recognise_onnx_external_data(const std::vector<WorkItem>& items,
+                                                                std::vector<FileResult>& files,
+                                                                std::vector<std::vector<Finding>>& per_file) {
+  std::map<fs::path, std::size_t> external;
+  std::map<std::size_t, std::size_t> owner;
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    if (files[i].format != "onnx" || files[i].details.empty()) continue;
+    auto details = nlohmann::json::parse(files[i].details, nullptr, false);
+    if (!details.is_object() || !details.contains("onnx")) continue;
+    const auto& locations = details["onnx"].value("external_data", nlohmann::json::array());
+    for (const auto& location : locations)
+      if (location.is_string())
+        external.try_emplace((items[i].path.parent_path() / location.get<std::string>()).lexically_normal(), i);
+  }
+  for (std::size_t i = 0; i < files.size() && !external.empty(); ++i) {
+    auto it = external.find(items[i].path.lexically_normal());
+    if (files[i].format != "unknown" || it == external.end()) continue;
+    owner[i] = it->second;
+    std::erase_if(per_file[i], [](const Finding& f) { return f.rule_id == "file.unknown-format"; });
+    files[i].format = "onnx-external-data";
+    files[i].findings = per_file[i].size();
+  }
+  return owner;
+}
+
+}  // namespace
+
 ModelKey model_of(const fs::path& file, const fs::path& root, const std::function<bool(const fs::path&)>& is_marked) {
   std::vector<fs::path> parts(file.begin(), file.end());
   for (std::size_t i = 0; i < parts.size(); ++i) {
@@ -825,7 +859,10 @@ ScanResult ModelScanner::scan(const std::vector<std::string>& paths, core::Progr
       candidates.push_back({entry.path(), false, fs::path(input)});
     }
   }
-  // Each file once: under its snapshot name rather than its blob name when it has both.
+  // The same order on every file system, then each file once: under its snapshot name rather than
+  // its blob name when it has both.
+  std::stable_sort(candidates.begin(), candidates.end(),
+                   [](const WorkItem& a, const WorkItem& b) { return a.path < b.path; });
   std::stable_partition(candidates.begin(), candidates.end(), [](const WorkItem& item) { return !is_hf_blob(item.path); });
   for (auto& candidate : candidates) {
     if (!first_visit(candidate.path)) continue;
@@ -883,6 +920,7 @@ ScanResult ModelScanner::scan(const std::vector<std::string>& paths, core::Progr
     pool.wait();
   }
   if (progress) progress->finish();
+  auto external_data_owner = recognise_onnx_external_data(items, files, per_file);
 
   ScanResult result;
   result.findings = std::move(walk_findings);
@@ -900,7 +938,10 @@ ScanResult ModelScanner::scan(const std::vector<std::string>& paths, core::Progr
   };
   std::map<std::string, std::size_t> model_index;
   for (std::size_t i = 0; i < items.size(); ++i) {
-    ModelKey key = model_of(items[i].path, items[i].root, is_marked);
+    // External data belongs to the model that names it.
+    auto owner = external_data_owner.find(i);
+    ModelKey key = model_of(items[owner == external_data_owner.end() ? i : owner->second].path,
+                            items[owner == external_data_owner.end() ? i : owner->second].root, is_marked);
     auto [it, inserted] = model_index.try_emplace(key.name, result.models.size());
     if (inserted) result.models.push_back({key.name, key.kind, key.path, {}});
     result.models[it->second].files.push_back(i);

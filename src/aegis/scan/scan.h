@@ -12,6 +12,7 @@
 
 #include "aegis/core/finding.h"
 #include "aegis/formats/archive.h"
+#include "aegis/formats/hdf5.h"
 #include "aegis/formats/pickle.h"
 #include "aegis/formats/zip.h"
 #include "aegis/scan/callable_policy.h"
@@ -30,6 +31,7 @@ struct ScanOptions {
   formats::PickleLimits pickle_limits;
   formats::ZipLimits zip_limits;
   formats::ArchiveLimits archive_limits;
+  formats::Hdf5Limits hdf5_limits;     // the sandboxed HDF5 reader's time and memory
 };
 
 // What one input file turned out to be, for the report's "files" list.
