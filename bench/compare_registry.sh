@@ -68,9 +68,9 @@ for part in small big; do
         best[$tool]=""
         for r in $(seq 1 "$RUNS"); do
             run_one "$tool" "$dir" "$part.$tool.$r"
-            t=$(cut -d' ' -f1 "$WORK/$part.$tool.$r.time" 2>/dev/null || echo 999999)
+            t=$(tail -1 "$WORK/$part.$tool.$r.time" 2>/dev/null | cut -d' ' -f1)
             if [ -z "${best[$tool]}" ] || awk "BEGIN{exit !($t < ${best[$tool]%% *})}"; then
-                best[$tool]="$t $(cut -d' ' -f2 "$WORK/$part.$tool.$r.time") $r"
+                best[$tool]="$t $(tail -1 "$WORK/$part.$tool.$r.time" | cut -d' ' -f2) $r"
             fi
         done
     done

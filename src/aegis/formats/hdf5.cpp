@@ -1,5 +1,6 @@
-// The HDF5 reader runs libhdf5 in a forked child (see hdf5.h). The parent never calls into
-// libhdf5, so no lock of the library can be held across fork() by another scanner thread.
+// The HDF5 reader runs libhdf5 in a forked child (see hdf5.h). The parent touches libhdf5 only to
+// initialise it, single-threaded (prepare_hdf5); it never hands it a file, so no lock of the
+// library is held across fork() by another scanner thread.
 #include "aegis/formats/hdf5.h"
 
 #include <fcntl.h>
@@ -11,10 +12,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
+#include <mutex>
+#include <optional>
 #include <string_view>
 
 namespace aegis::formats {
@@ -46,34 +54,33 @@ namespace {
 
 // ---- the child's side: walk the file and stream records to the pipe ---------------------------
 
+// Records for one file, gathered in memory and sent as one frame: a tag byte, then each field as a
+// 32-bit length and its bytes. Past `cap` bytes nothing more is kept and the frame says so.
 class RecordWriter {
  public:
-  explicit RecordWriter(int fd) : fd_(fd) {}
-  ~RecordWriter() { flush(); }
+  explicit RecordWriter(std::uint64_t cap) : cap_(cap) {}
 
   void record(char tag, std::initializer_list<std::string_view> fields) {
+    std::size_t size = 1;
+    for (auto field : fields) size += sizeof(std::uint32_t) + field.size();
+    if (buffer_.size() + size > cap_) {
+      overflow_ = true;
+      return;
+    }
     buffer_.push_back(tag);
     for (auto field : fields) {
-      std::uint32_t size = static_cast<std::uint32_t>(field.size());
-      buffer_.append(reinterpret_cast<const char*>(&size), sizeof size);
+      std::uint32_t length = static_cast<std::uint32_t>(field.size());
+      buffer_.append(reinterpret_cast<const char*>(&length), sizeof length);
       buffer_.append(field);
     }
-    if (buffer_.size() > (1u << 16)) flush();
   }
 
-  void flush() {
-    std::size_t done = 0;
-    while (done < buffer_.size()) {
-      ssize_t n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) _exit(3);  // the parent went away
-      done += static_cast<std::size_t>(n);
-    }
-    buffer_.clear();
-  }
+  bool overflow() const { return overflow_; }
+  std::string& bytes() { return buffer_; }
 
  private:
-  int fd_;
+  std::uint64_t cap_;
+  bool overflow_ = false;
   std::string buffer_;
 };
 
@@ -213,62 +220,207 @@ herr_t on_link(hid_t group, const char* name, const H5L_info_t* info, void* data
   return 0;
 }
 
-[[noreturn]] void child_main(std::span<const std::uint8_t> data, const Hdf5Limits& limits, int fd) {
-  if (&__sanitizer_set_death_callback != nullptr) __sanitizer_set_death_callback(nullptr);
-  struct rlimit core_limit{0, 0};
-  setrlimit(RLIMIT_CORE, &core_limit);
-  struct rlimit cpu{limits.cpu_seconds, limits.cpu_seconds + 1};
-  setrlimit(RLIMIT_CPU, &cpu);
-  if (!kAddressSanitizer) {
-    struct rlimit current{};
-    if (getrlimit(RLIMIT_DATA, &current) == 0) {
-      // VmData of this process now, plus the allowance.
-      std::uint64_t used = 0;
-      std::ifstream status("/proc/self/status");
-      std::string line;
-      while (std::getline(status, line))
-        if (line.rfind("VmData:", 0) == 0) used = std::strtoull(line.c_str() + 7, nullptr, 10) << 10;
-      rlim_t want = static_cast<rlim_t>(used + limits.memory_bytes);
-      if (current.rlim_max == RLIM_INFINITY || want < current.rlim_max) {
-        struct rlimit data_limit{want, current.rlim_max};
-        setrlimit(RLIMIT_DATA, &data_limit);
+// Opens one file image and records what it holds. Runs in a worker process only.
+void walk_file(std::span<const std::uint8_t> data, const Hdf5Limits& limits, RecordWriter& out) {
+  if (H5open() < 0) {
+    out.record('E', {"libhdf5 could not be initialised"});
+    return;
+  }
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  H5PLset_loading_state(0);  // never load filter plugins named by a file
+  // Read-only, and the image is used in place: nothing is copied, nothing written back.
+  hid_t file = H5LTopen_file_image(const_cast<std::uint8_t*>(data.data()), data.size(),
+                                   H5LT_FILE_IMAGE_DONT_COPY | H5LT_FILE_IMAGE_DONT_RELEASE);
+  if (file < 0) {
+    out.record('E', {"libhdf5 cannot open the file: the superblock or root group is damaged"});
+    return;
+  }
+  out.record('K', {});
+  Walk walk;
+  walk.out = &out;
+  walk.limits = &limits;
+  walk.file = file;
+  if (H5Ovisit(file, H5_INDEX_NAME, H5_ITER_NATIVE, on_object, &walk) < 0)
+    out.record('E', {"libhdf5 stopped while walking the groups: part of the file is damaged"});
+  if (H5Lvisit(file, H5_INDEX_NAME, H5_ITER_NATIVE, on_link, &walk) < 0)
+    out.record('E', {"libhdf5 stopped while listing the links: part of the file is damaged"});
+  out.record('O', {std::to_string(std::min(walk.objects, limits.max_objects))});
+  if (walk.limit_hit || out.overflow()) out.record('M', {});
+  H5Fclose(file);
+}
+
+// What the parent asks of a worker; the file itself travels as a descriptor beside it.
+struct Request {
+  std::uint32_t magic = 0x41483546;  // "F5HA"
+  std::uint32_t cpu_seconds = 0;
+  std::uint64_t max_objects = 0;
+  std::uint64_t max_attributes = 0;
+  std::uint64_t max_attribute_bytes = 0;
+};
+
+bool write_all(int fd, const void* data, std::size_t size) {
+  const char* at = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = ::send(fd, at, size, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    at += n;
+    size -= static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+// A worker serves requests until the parent closes its end of the socket. Each request gets its
+// own CPU-time allowance (the soft RLIMIT_CPU is moved up by that much before it starts).
+[[noreturn]] void worker_main(int sock) {
+  for (;;) {
+    Request request;
+    int fd = -1;
+    char control[CMSG_SPACE(sizeof(int))] = {};
+    struct iovec iov{&request, sizeof request};
+    struct msghdr message{};
+    message.msg_iov = &iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control;
+    message.msg_controllen = sizeof control;
+    ssize_t n = ::recvmsg(sock, &message, MSG_WAITALL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n != static_cast<ssize_t>(sizeof request) || request.magic != Request{}.magic) _exit(0);
+    for (auto* c = CMSG_FIRSTHDR(&message); c; c = CMSG_NXTHDR(&message, c))
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+
+    struct rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    struct rlimit cpu{};
+    getrlimit(RLIMIT_CPU, &cpu);
+    cpu.rlim_cur = static_cast<rlim_t>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec + 1 + request.cpu_seconds);
+    if (cpu.rlim_max != RLIM_INFINITY && cpu.rlim_cur > cpu.rlim_max) cpu.rlim_cur = cpu.rlim_max;
+    setrlimit(RLIMIT_CPU, &cpu);
+
+    Hdf5Limits limits;
+    limits.max_objects = request.max_objects;
+    limits.max_attributes = request.max_attributes;
+    limits.max_attribute_bytes = request.max_attribute_bytes;
+    RecordWriter out(request.max_attribute_bytes + (16u << 20));
+    struct stat st{};
+    void* map = MAP_FAILED;
+    if (fd >= 0 && ::fstat(fd, &st) == 0 && st.st_size > 0)
+      map = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) {
+      out.record('E', {"the HDF5 reader could not map the file"});
+    } else {
+      walk_file({static_cast<const std::uint8_t*>(map), static_cast<std::size_t>(st.st_size)}, limits, out);
+      ::munmap(map, static_cast<std::size_t>(st.st_size));
+    }
+    if (fd >= 0) ::close(fd);
+    out.record('D', {});
+    std::uint64_t size = out.bytes().size();
+    if (!write_all(sock, &size, sizeof size) || !write_all(sock, out.bytes().data(), out.bytes().size())) _exit(0);
+  }
+}
+
+struct Worker {
+  pid_t pid = -1;
+  int sock = -1;
+  std::size_t served = 0;
+};
+
+// Workers are forked on demand, reused while they stay healthy and retired after a few hundred
+// files (so that nothing libhdf5 leaks piles up); the pool keeps as many as threads asked at once.
+class WorkerPool {
+ public:
+  ~WorkerPool() {
+    std::lock_guard lock(mutex_);
+    for (auto& worker : idle_) retire(worker, false);
+  }
+
+  std::optional<Worker> acquire(std::string& error) {
+    {
+      std::lock_guard lock(mutex_);
+      if (!idle_.empty()) {
+        Worker worker = idle_.back();
+        idle_.pop_back();
+        return worker;
       }
     }
+    return spawn(error);
   }
-  {
-    RecordWriter out(fd);
-    if (H5open() < 0) {
-      out.record('E', {"libhdf5 could not be initialised"});
-      out.flush();
-      _exit(0);
+
+  void release(Worker worker) {
+    if (++worker.served >= kMaxServed) {
+      retire(worker, false);
+      return;
     }
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-    H5PLset_loading_state(0);  // never load filter plugins named by a file
-    // Read-only, and the image is used in place: nothing is copied, nothing written back.
-    hid_t file = H5LTopen_file_image(const_cast<std::uint8_t*>(data.data()), data.size(),
-                                     H5LT_FILE_IMAGE_DONT_COPY | H5LT_FILE_IMAGE_DONT_RELEASE);
-    if (file < 0) {
-      out.record('E', {"libhdf5 cannot open the file: the superblock or root group is damaged"});
-      out.record('D', {});
-      out.flush();
-      _exit(0);
-    }
-    out.record('K', {});
-    Walk walk;
-    walk.out = &out;
-    walk.limits = &limits;
-    walk.file = file;
-    if (H5Ovisit(file, H5_INDEX_NAME, H5_ITER_NATIVE, on_object, &walk) < 0)
-      out.record('E', {"libhdf5 stopped while walking the groups: part of the file is damaged"});
-    if (H5Lvisit(file, H5_INDEX_NAME, H5_ITER_NATIVE, on_link, &walk) < 0)
-      out.record('E', {"libhdf5 stopped while listing the links: part of the file is damaged"});
-    out.record('O', {std::to_string(std::min(walk.objects, limits.max_objects))});
-    if (walk.limit_hit) out.record('M', {});
-    out.record('D', {});
-    out.flush();
-    H5Fclose(file);
+    std::lock_guard lock(mutex_);
+    idle_.push_back(worker);
   }
-  _exit(0);
+
+  // Ends a worker and returns how it ended (waitpid status); `kill_first` for one that misbehaved.
+  static int retire(Worker& worker, bool kill_first) {
+    if (kill_first) ::kill(worker.pid, SIGKILL);
+    ::close(worker.sock);
+    int status = 0;
+    while (::waitpid(worker.pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    worker.pid = -1;
+    return status;
+  }
+
+ private:
+  static constexpr std::size_t kMaxServed = 500;
+
+  static std::optional<Worker> spawn(std::string& error) {
+    int fds[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+      error = std::string("cannot create a socket for the HDF5 reader: ") + std::strerror(errno);
+      return std::nullopt;
+    }
+    // Both at once: the child's memory allowance is measured on the parent before the fork.
+    std::uint64_t data_limit = current_data_size() + Hdf5Limits{}.memory_bytes;
+    pid_t pid = ::fork();
+    if (pid < 0) {
+      ::close(fds[0]);
+      ::close(fds[1]);
+      error = std::string("cannot start the HDF5 reader process: ") + std::strerror(errno);
+      return std::nullopt;
+    }
+    if (pid == 0) {
+      if (&__sanitizer_set_death_callback != nullptr) __sanitizer_set_death_callback(nullptr);
+      // Nothing of the parent's but the socket: other workers' sockets stay with the parent alone.
+      int keep = fds[1];
+      if (keep > 3) ::close_range(3, static_cast<unsigned>(keep - 1), 0);
+      ::close_range(static_cast<unsigned>(keep + 1), ~0u, 0);
+      struct rlimit core_limit{0, 0};
+      setrlimit(RLIMIT_CORE, &core_limit);
+      if (!kAddressSanitizer) {
+        struct rlimit current{};
+        if (getrlimit(RLIMIT_DATA, &current) == 0 && (current.rlim_max == RLIM_INFINITY || data_limit < current.rlim_max)) {
+          struct rlimit limit{static_cast<rlim_t>(data_limit), current.rlim_max};
+          setrlimit(RLIMIT_DATA, &limit);
+        }
+      }
+      worker_main(keep);
+    }
+    ::close(fds[1]);
+    return Worker{pid, fds[0], 0};
+  }
+
+  static std::uint64_t current_data_size() {
+    std::uint64_t used = 0;
+    std::ifstream status("/proc/self/status");
+    std::string line;
+    while (std::getline(status, line))
+      if (line.rfind("VmData:", 0) == 0) used = std::strtoull(line.c_str() + 7, nullptr, 10) << 10;
+    return used;
+  }
+
+  std::mutex mutex_;
+  std::vector<Worker> idle_;
+};
+
+WorkerPool& pool() {
+  static WorkerPool instance;
+  return instance;
 }
 
 // ---- the parent's side ------------------------------------------------------------------------
@@ -334,6 +486,16 @@ std::string describe_signal(int signal) {
 
 }  // namespace
 
+void prepare_hdf5() {
+  static const bool ready = [] {
+    if (H5open() < 0) return false;
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    H5PLset_loading_state(0);  // never load filter plugins named by a file
+    return true;
+  }();
+  (void)ready;
+}
+
 bool looks_like_hdf5(std::span<const std::uint8_t> data) {
   for (std::size_t at = 0; at + kSignature.size() <= data.size(); at = at ? at * 2 : 512) {
     if (std::memcmp(data.data() + at, kSignature.data(), kSignature.size()) == 0) return true;
@@ -342,77 +504,137 @@ bool looks_like_hdf5(std::span<const std::uint8_t> data) {
   return false;
 }
 
-Hdf5Extract extract_hdf5(std::span<const std::uint8_t> data, const Hdf5Limits& limits) {
-  Hdf5Extract result;
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) {
-    result.error = std::string("cannot create a pipe for the HDF5 reader: ") + std::strerror(errno);
-    return result;
-  }
-  pid_t child = ::fork();
-  if (child < 0) {
-    ::close(fds[0]);
-    ::close(fds[1]);
-    result.error = std::string("cannot start the HDF5 reader process: ") + std::strerror(errno);
-    return result;
-  }
-  if (child == 0) {
-    ::close(fds[0]);
-    child_main(data, limits, fds[1]);
-  }
-  ::close(fds[1]);
+namespace {
 
-  std::string bytes;
-  const std::uint64_t max_bytes = limits.max_attribute_bytes + (16u << 20);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(limits.wall_seconds);
-  bool killed_for_time = false, killed_for_size = false;
-  char buffer[1 << 16];
-  for (;;) {
+// Reads exactly `size` bytes before `deadline`; false on end of stream, error or time out.
+bool read_exact(int fd, char* out, std::size_t size, std::chrono::steady_clock::time_point deadline, bool& timed_out) {
+  while (size > 0) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
-      killed_for_time = true;
-      break;
+      timed_out = true;
+      return false;
     }
-    struct pollfd pfd{fds[0], POLLIN, 0};
+    struct pollfd pfd{fd, POLLIN, 0};
     int ready = ::poll(&pfd, 1, static_cast<int>(std::min<long long>(left.count(), 1000)));
-    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0 && errno != EINTR) return false;
     if (ready <= 0) continue;
-    ssize_t n = ::read(fds[0], buffer, sizeof buffer);
+    ssize_t n = ::read(fd, out, size);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    bytes.append(buffer, static_cast<std::size_t>(n));
-    if (bytes.size() > max_bytes) {
-      killed_for_size = true;
-      break;
-    }
+    if (n <= 0) return false;
+    out += n;
+    size -= static_cast<std::size_t>(n);
   }
-  ::close(fds[0]);
-  if (killed_for_time || killed_for_size) ::kill(child, SIGKILL);
-  int status = 0;
-  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  return true;
+}
+
+// A descriptor holding the bytes: the file itself when the caller named it, else a memory file.
+int open_image(std::span<const std::uint8_t> data, const std::string& path, std::string& error) {
+  if (!path.empty()) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    struct stat st{};
+    if (fd >= 0 && ::fstat(fd, &st) == 0 && static_cast<std::uint64_t>(st.st_size) == data.size()) return fd;
+    if (fd >= 0) ::close(fd);  // changed or vanished since it was mapped: send the bytes we have
+  }
+  int fd = ::memfd_create("aegis-hdf5", MFD_CLOEXEC);
+  if (fd < 0) {
+    error = std::string("cannot create a memory file for the HDF5 reader: ") + std::strerror(errno);
+    return -1;
+  }
+  std::size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      error = std::string("cannot fill the memory file for the HDF5 reader: ") + std::strerror(errno);
+      ::close(fd);
+      return -1;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return fd;
+}
+
+bool send_request(const Worker& worker, const Request& request, int fd) {
+  char control[CMSG_SPACE(sizeof(int))] = {};
+  struct iovec iov{const_cast<Request*>(&request), sizeof request};
+  struct msghdr message{};
+  message.msg_iov = &iov;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof control;
+  auto* c = CMSG_FIRSTHDR(&message);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  for (;;) {
+    ssize_t n = ::sendmsg(worker.sock, &message, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    return n == static_cast<ssize_t>(sizeof request);
+  }
+}
+
+}  // namespace
+
+Hdf5Extract extract_hdf5(std::span<const std::uint8_t> data, const Hdf5Limits& limits, const std::string& path) {
+  Hdf5Extract result;
+  int fd = open_image(data, path, result.error);
+  if (fd < 0) return result;
+  Request request;
+  request.cpu_seconds = limits.cpu_seconds;
+  request.max_objects = limits.max_objects;
+  request.max_attributes = limits.max_attributes;
+  request.max_attribute_bytes = limits.max_attribute_bytes;
+
+  // A worker that died since its last file fails the send: it is replaced once.
+  std::optional<Worker> worker;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    worker = pool().acquire(result.error);
+    if (!worker) break;
+    if (send_request(*worker, request, fd)) break;
+    WorkerPool::retire(*worker, true);
+    worker.reset();
+  }
+  ::close(fd);
+  if (!worker) {
+    if (result.error.empty()) result.error = "the HDF5 reader process could not be reached";
+    return result;
   }
 
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(limits.wall_seconds);
+  bool timed_out = false;
+  std::uint64_t size = 0;
+  std::string bytes;
+  bool framed = read_exact(worker->sock, reinterpret_cast<char*>(&size), sizeof size, deadline, timed_out) &&
+                size <= limits.max_attribute_bytes + (17u << 20);
+  if (framed) {
+    bytes.resize(static_cast<std::size_t>(size));
+    framed = read_exact(worker->sock, bytes.data(), bytes.size(), deadline, timed_out);
+  }
   bool done = false;
-  decode(bytes, result, done);
+  if (framed) decode(bytes, result, done);
   auto note = [&result](const std::string& text) {
     if (!result.error.empty()) result.error += "; ";
     result.error += text;
   };
-  if (killed_for_time) {
-    result.child_died = true;
+  if (framed && done) {
+    pool().release(*worker);
+    return result;
+  }
+  // Whatever went wrong, this worker is not trusted with another file.
+  int status = WorkerPool::retire(*worker, true);
+  result.child_died = true;
+  if (timed_out) {
     note("libhdf5 took longer than " + std::to_string(limits.wall_seconds) + " s on this file and was stopped");
-  } else if (killed_for_size) {
-    result.limit_hit = true;
-    note("the file's attributes exceed the read limit");
-  } else if (WIFSIGNALED(status)) {
-    result.child_died = true;
-    int signal = WTERMSIG(status);
-    note(signal == SIGXCPU ? "libhdf5 used more than " + std::to_string(limits.cpu_seconds) + " s of CPU on this file"
-                           : "libhdf5 died on this file with " + describe_signal(signal));
-  } else if (!done) {
-    result.child_died = true;
-    note("the HDF5 reader stopped early (exit status " + std::to_string(WEXITSTATUS(status)) +
-         "), probably out of memory");
+  } else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGXCPU) {
+    note("libhdf5 used more than " + std::to_string(limits.cpu_seconds) + " s of CPU on this file");
+  } else if (WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL) {
+    note("libhdf5 died on this file with " + describe_signal(WTERMSIG(status)));
+  } else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
+    note("the HDF5 reader stopped on this file (exit status " + std::to_string(WEXITSTATUS(status)) +
+         "; out of memory, or a memory error caught by a sanitizer)");
+  } else {
+    note("the HDF5 reader stopped on this file without an answer");
   }
   return result;
 }

@@ -1,8 +1,8 @@
 // HDF5 (Keras .h5) metadata extraction. libhdf5 is a large C library with a long record of crashes
-// on crafted files, so it never runs in the scanner's process: each file is opened in a forked
-// child with a CPU-time, memory and wall-clock limit, plugin loading switched off and no dataset
-// ever read. The child sends back the string attributes and the links it saw; a child that dies is
-// reported, not propagated.
+// on crafted files, so it never reads a file in the scanner's process: files go to forked worker
+// processes (reused from file to file, replaced after any failure) that run under a CPU-time,
+// memory and wall-clock limit, with plugin loading switched off and no dataset ever read. A worker
+// sends back the string attributes and the links it saw; one that dies is reported, not propagated.
 #pragma once
 
 #include <cstdint>
@@ -48,8 +48,17 @@ struct Hdf5Extract {
 // The HDF5 signature at byte 0, 512, 1024, 2048, ... (a user block may precede the superblock).
 bool looks_like_hdf5(std::span<const std::uint8_t> data);
 
+// Initialises libhdf5 once in this process (no file is touched), so that each reader child starts
+// with a ready library instead of setting it up anew. Call it while the process has one thread
+// (the scanner does so in its constructor): a fork must never copy a lock another thread holds.
+// Optional; without it every child initialises the library itself.
+void prepare_hdf5();
+
 // Reads every string attribute of every group and dataset, and the external and soft links, in a
 // sandboxed child process. Never throws for a bad file; the result says what went wrong.
-Hdf5Extract extract_hdf5(std::span<const std::uint8_t> data, const Hdf5Limits& limits = {});
+// `path`, when given, names the file `data` maps: the reader then opens it itself instead of
+// receiving a copy of the bytes.
+Hdf5Extract extract_hdf5(std::span<const std::uint8_t> data, const Hdf5Limits& limits = {},
+                         const std::string& path = {});
 
 }  // namespace aegis::formats

@@ -549,7 +549,9 @@ class ArtifactInspector {
   }
 
   void inspect_hdf5(std::span<const std::uint8_t> data, const std::string& member, std::size_t depth) {
-    auto extract = formats::extract_hdf5(data, options_.hdf5_limits);
+    // A whole file on disk is opened by the reader itself; anything else is handed over as bytes.
+    auto extract = formats::extract_hdf5(data, options_.hdf5_limits,
+                                         depth == 0 && member.empty() && file_backed_ ? file_ : std::string());
     if (extract.child_died) {
       add("h5.reader-crash", Severity::High, "libhdf5 failed on this file in the sandbox: it could not be checked",
           member, std::nullopt, extract.error, kAtlasContainer, kRmfContainer,
@@ -679,6 +681,9 @@ class ArtifactInspector {
   std::vector<Finding>& findings_;
   std::string zip_flavour_;
   nlohmann::ordered_json details_ = nlohmann::ordered_json::object();
+
+ public:
+  bool file_backed_ = false;  // file_ names the file whose bytes are being inspected
 };
 
 struct WorkItem {
@@ -791,6 +796,7 @@ ModelKey model_of(const fs::path& file, const fs::path& root, const std::functio
 ModelScanner::ModelScanner(CallablePolicy policy, ScanOptions options)
     : policy_(std::move(policy)), options_(std::move(options)) {
   formats::silence_protobuf_logging();
+  formats::prepare_hdf5();
 }
 
 ScanResult ModelScanner::scan_bytes(std::span<const std::uint8_t> data, const std::string& display_path) const {
@@ -887,6 +893,7 @@ ScanResult ModelScanner::scan(const std::vector<std::string>& paths, core::Progr
           core::MappedFile mapped(file.path);
           file.size = mapped.size();
           ArtifactInspector inspector(policy_, options_, file.path, findings);
+          inspector.file_backed_ = true;
           bool skipped = false;
           file.format = inspector.inspect_file(mapped.bytes(), item.explicit_input, has_model_extension(item.path), skipped);
           file.skipped = skipped;
