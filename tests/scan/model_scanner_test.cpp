@@ -8,6 +8,7 @@
 
 #include "../test_support.h"
 #include "aegis/core/error.h"
+#include "aegis/formats/pymarshal.h"
 #include "aegis/scan/scan.h"
 
 namespace aegis::scan {
@@ -233,21 +234,8 @@ namespace {
 // Found by the model_scanner fuzzer: a SavedModel whose strings are not UTF-8 once crashed the
 // report's inventory. Names from a file are bytes; the scan must go on and still see the PyFunc.
 std::vector<std::uint8_t> from_base64(const std::string& text) {
-  const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::vector<std::uint8_t> bytes;
-  std::uint32_t buffer = 0;
-  int bits = 0;
-  for (char c : text) {
-    auto index = alphabet.find(c);
-    if (index == std::string::npos) continue;  // padding
-    buffer = (buffer << 6) | static_cast<std::uint32_t>(index);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      bytes.push_back(static_cast<std::uint8_t>((buffer >> bits) & 0xFF));
-    }
-  }
-  return bytes;
+  auto bytes = formats::decode_base64(text);  // the decoder the Keras review uses
+  return bytes ? *bytes : std::vector<std::uint8_t>{};
 }
 
 TEST(ModelScanner, NonUtf8NamesInAGraphDoNotStopTheScan) {

@@ -1,8 +1,10 @@
-// Small text primitives that several parsers need: hex digits and UTF-8 encoding.
+// Small text primitives that several parsers need: hex digits, UTF-8 encoding, and text from a file
+// made safe to show.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace aegis::core {
 
@@ -31,6 +33,31 @@ inline void append_utf8(std::string& out, std::uint32_t cp) {
     out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
     out += static_cast<char>(0x80 | (cp & 0x3F));
   }
+}
+
+// Text from a hostile file, safe for a terminal and a report: control bytes, DEL and backslash
+// written as \xNN / \\, other bytes kept (reports replace invalid UTF-8 themselves); at most
+// `max_bytes` of the input, cut at a UTF-8 character boundary and marked with "...".
+inline std::string printable(std::string_view text, std::size_t max_bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::size_t cut = text.size() <= max_bytes ? text.size() : max_bytes;
+  while (cut < text.size() && cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  std::string out;
+  out.reserve(cut + 8);
+  for (std::size_t i = 0; i < cut; ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c < 0x20 || c == 0x7F) {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xF];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (cut < text.size()) out += "...";
+  return out;
 }
 
 }  // namespace aegis::core

@@ -5,6 +5,8 @@
 // The JSON parser is bounded (depth, size) and the walk is bounded (layers, nodes, issues).
 #include "aegis/formats/keras_config.h"
 
+#include "aegis/core/text.h"
+
 #include <algorithm>
 #include <array>
 #include <exception>
@@ -155,22 +157,7 @@ std::string brief(const json& value, std::size_t max = 200) {
   return text;
 }
 
-std::string quote_text(std::string_view s, std::size_t max = 120) {
-  std::string out = "'";
-  std::size_t cut = std::min(s.size(), max);
-  while (cut < s.size() && cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
-  for (char c : s.substr(0, cut)) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7F) {
-      out += '?';
-    } else {
-      out += c;
-    }
-  }
-  if (cut < s.size()) out += "...";
-  out += "'";
-  return out;
-}
+std::string quote_text(std::string_view s, std::size_t max = 120) { return "'" + core::printable(s, max) + "'"; }
 
 // Python's json module writes NaN, Infinity and -Infinity, which strict JSON rejects. Replaces
 // them outside strings by null; nullopt when there are none.

@@ -5,6 +5,9 @@
 // stat() only, and only when their path stays inside the model's folder.
 #include "aegis/formats/onnx_model.h"
 
+#include "aegis/core/text.h"
+#include "aegis/formats/protobuf_wire.h"
+
 #include <onnx/defs/schema.h>
 #include <onnx/onnx_pb.h>
 
@@ -40,26 +43,8 @@ constexpr std::string_view kMicrosoftDomain = "com.microsoft";
 // ---------------------------------------------------------------------------------------------
 // Text
 
-// Control bytes escaped, long text cut: names come from the file and end up in terminals.
-std::string printable(std::string_view text, std::size_t limit = kMaxNameChars) {
-  std::string out;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    if (out.size() >= limit) {
-      out += "...";
-      break;
-    }
-    const auto c = static_cast<unsigned char>(text[i]);
-    if (c < 0x20 || c == 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
 
+std::string printable(std::string_view text, std::size_t limit = kMaxNameChars) { return core::printable(text, limit); }
 std::string in_quotes(std::string_view text) { return "'" + printable(text) + "'"; }
 
 std::string human_bytes(std::uint64_t bytes) {
@@ -984,17 +969,6 @@ FormatIssue unreadable(std::string evidence) {
           IssueClass::Container};
 }
 
-// Reads one protobuf varint; false when it runs past the end or beyond ten bytes.
-bool read_varint(std::span<const std::uint8_t> data, std::size_t& pos, std::uint64_t& out) {
-  out = 0;
-  for (int shift = 0; shift < 70; shift += 7) {
-    if (pos >= data.size()) return false;
-    const std::uint8_t byte = data[pos++];
-    out |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
-    if ((byte & 0x80) == 0) return true;
-  }
-  return false;
-}
 
 }  // namespace
 

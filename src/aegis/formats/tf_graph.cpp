@@ -5,6 +5,9 @@
 // op names are looked up in a table, constants are only quoted.
 #include "aegis/formats/tf_graph.h"
 
+#include "aegis/core/text.h"
+#include "aegis/formats/protobuf_wire.h"
+
 #include <algorithm>
 #include <array>
 #include <climits>
@@ -43,29 +46,9 @@ constexpr std::size_t kGraphSniffBytes = 64 * 1024;
 // ---------------------------------------------------------------------------------------------
 // Text helpers
 
-// Printable ASCII, other bytes as \xNN, clipped to `max` bytes of input with "...".
-std::string shown(std::string_view s, std::size_t max = kMaxShownBytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  const std::size_t n = std::min(s.size(), max);
-  out.reserve(n + 8);
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x7F && c != '\\') {
-      out += static_cast<char>(c);
-    } else if (c == '\\') {
-      out += "\\\\";
-    } else {
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 0xF];
-    }
-  }
-  if (s.size() > max) out += "...";
-  return out;
-}
 
-std::string quoted(std::string_view s) { return "'" + shown(s, 120) + "'"; }
+std::string shown(std::string_view s, std::size_t max = kMaxShownBytes) { return core::printable(s, max); }
+std::string quoted(std::string_view s) { return "'" + core::printable(s, 120) + "'"; }
 
 // At most `max` bytes, cut at a UTF-8 character boundary.
 std::string clip_utf8(std::string_view s, std::size_t max) {
@@ -834,16 +817,6 @@ void analyze_fingerprint(std::span<const std::uint8_t> data, TfInfo& info, Issue
   if (!fingerprint.uuid().empty()) info.fingerprint += " uuid=" + shown(fingerprint.uuid(), 64);
 }
 
-bool read_varint(std::span<const std::uint8_t> data, std::size_t& pos, std::uint64_t& out) {
-  out = 0;
-  for (int i = 0; i < 10; ++i) {
-    if (pos >= data.size()) return false;
-    const std::uint8_t b = data[pos++];
-    out |= static_cast<std::uint64_t>(b & 0x7F) << (7 * i);
-    if ((b & 0x80) == 0) return true;
-  }
-  return false;
-}
 
 // A NodeDef that starts with a printable name (field 1) or op (field 2).
 bool looks_like_node(std::span<const std::uint8_t> node) {
