@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <string>
 
 #include "test_support.h"
 
@@ -37,6 +39,19 @@ TEST(Hdf5, KerasAttributesWrittenByH5pyComeBack) {
   ASSERT_NE(layers, nullptr);
   EXPECT_NE(layers->value.find("dense"), std::string::npos);
   EXPECT_GE(extract.objects, 2u);
+}
+
+// The reader runs under a system-call filter, so that a file which took over libhdf5 could still
+// not open files, sockets or programs. Kernels without seccomp get the resource limits alone.
+TEST(Hdf5, ReaderRunsUnderItsSystemCallFilter) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  bool kernel_has_seccomp = false;
+  while (std::getline(status, line)) kernel_has_seccomp = kernel_has_seccomp || line.rfind("Seccomp:", 0) == 0;
+  auto extract = extract_hdf5(test::read_file(test::fixture("benign/keras_dense.h5")));
+  ASSERT_TRUE(extract.opened) << extract.error;
+  // The reader says which it got; where the kernel has seccomp, it must be the filter.
+  EXPECT_EQ(extract.confined, kernel_has_seccomp);
 }
 
 TEST(Hdf5, ExternalLinksAreListedWithTheirTarget) {

@@ -1,7 +1,8 @@
 // HDF5 (Keras .h5) metadata extraction. libhdf5 is a large C library with a long record of crashes
 // on crafted files, so it never reads a file in the scanner's process: files go to forked worker
-// processes (reused from file to file, replaced after any failure) that run under a CPU-time,
-// memory and wall-clock limit, with plugin loading switched off and no dataset ever read. A worker
+// processes (reused from file to file, replaced after any failure) that run under a system-call
+// filter (no opening files, no sockets, no exec: only the image they were handed and their socket),
+// a CPU-time, memory and wall-clock limit, with plugin loading switched off and no dataset ever read. A worker
 // sends back the string attributes and the links it saw; one that dies is reported, not propagated.
 #pragma once
 
@@ -41,6 +42,7 @@ struct Hdf5Extract {
   std::string error;         // why nothing (or not everything) was read
   std::size_t objects = 0;
   bool limit_hit = false;    // a Hdf5Limits bound stopped the walk early
+  bool confined = false;     // the worker ran under its system-call filter (seccomp), not limits alone
   std::vector<Hdf5Attribute> attributes;
   std::vector<Hdf5Link> links;
 };

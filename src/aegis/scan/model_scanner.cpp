@@ -591,7 +591,9 @@ class ArtifactInspector {
       }
     }
     if (depth == 0) zip_flavour_ = keras ? "keras-h5" : "hdf5";
-    details_["hdf5"] = {{"objects", extract.objects}, {"string_attributes", extract.attributes.size()}};
+    details_["hdf5"] = {{"objects", extract.objects},
+                        {"string_attributes", extract.attributes.size()},
+                        {"reader_sandbox", extract.confined ? "seccomp" : "limits-only"}};
   }
 
   void inspect_onnx(std::span<const std::uint8_t> data, const std::string& member, std::size_t depth) {
