@@ -26,4 +26,13 @@ struct CommandResult {
 // Runs the built `aegis` binary with the given arguments (no shell involved).
 CommandResult run_cli(const std::vector<std::string>& args);
 
+// A fresh folder under the system's temp dir, removed with everything in it when the test ends.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& prefix = "aegis_test");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
+
 }  // namespace aegis::test

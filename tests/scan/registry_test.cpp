@@ -16,18 +16,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A throw-away folder under the build's temp dir, removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "aegis_registry_XXXXXX").string();
-    path = ::mkdtemp(pattern.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using test::TempDir;
 
 void copy_blob(const fs::path& from, const fs::path& blob, const fs::path& link) {
   fs::create_directories(blob.parent_path());
