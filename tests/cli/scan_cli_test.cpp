@@ -92,3 +92,39 @@ TEST(ScanCli, ConfigFileSuppliesOptions) {
 
 }  // namespace
 }  // namespace aegis::test
+
+namespace aegis::test {
+namespace {
+
+// keygen -> sign -> verify through the command line, with the passphrase from the environment.
+TEST(SignCli, KeygenSignVerifyAndATamperedFileExitsOne) {
+  TempDir temp("aegis_sign_cli");
+  auto model = temp.path / "model";
+  std::filesystem::create_directories(model);
+  std::ofstream(model / "weights.bin") << "weights";
+  std::ofstream(model / "config.json") << "{}";
+  ::setenv("AEGIS_KEY_PASSPHRASE", "test passphrase", 1);
+  auto keygen = run_cli({"keygen", "--out", (temp.path / "signer").string()});
+  ASSERT_EQ(keygen.exit_code, 0) << keygen.err;
+  auto sign = run_cli({"sign", model.string(), "--key", (temp.path / "signer.pem").string()});
+  ASSERT_EQ(sign.exit_code, 0) << sign.err;
+  ASSERT_TRUE(std::filesystem::exists(model / "model.sig"));
+  auto verify = run_cli({"verify", model.string(), "--signature", (model / "model.sig").string(), "--key",
+                         (temp.path / "signer.pub.pem").string(), "--format", "json"});
+  EXPECT_EQ(verify.exit_code, 0) << verify.err;
+  EXPECT_TRUE(nlohmann::json::parse(verify.out)["verification"]["verified"].get<bool>());
+  std::ofstream(model / "weights.bin") << "swapped";
+  verify = run_cli({"verify", model.string(), "--signature", (model / "model.sig").string(), "--key",
+                    (temp.path / "signer.pub.pem").string(), "--format", "json"});
+  EXPECT_EQ(verify.exit_code, 1);
+  auto doc = nlohmann::json::parse(verify.out);
+  ASSERT_EQ(doc["findings"].size(), 1u);
+  EXPECT_EQ(doc["findings"][0]["rule_id"], "signature.file-changed");
+  EXPECT_NE(doc["findings"][0]["location"]["file"].get<std::string>().find("weights.bin"), std::string::npos);
+  // Neither or both of --key and --certificate-chain is a usage error.
+  EXPECT_EQ(run_cli({"verify", model.string(), "--signature", (model / "model.sig").string()}).exit_code, 2);
+  ::unsetenv("AEGIS_KEY_PASSPHRASE");
+}
+
+}  // namespace
+}  // namespace aegis::test

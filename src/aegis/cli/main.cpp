@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "aegis/cli/scan_command.h"
+#include "aegis/cli/sign_command.h"
 #include "aegis/core/error.h"
 
 int main(int argc, char** argv) {
@@ -12,6 +13,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int exit_code = 0;
   aegis::cli::register_scan_command(app, exit_code);
+  aegis::cli::register_sign_commands(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -22,7 +24,7 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::cerr << "aegis: " << e.what() << "\n";
-    std::cerr << "Run 'aegis --help' or 'aegis scan --help' for usage.\n";
+    std::cerr << "Run 'aegis --help' or 'aegis COMMAND --help' for usage.\n";
     return 2;
   } catch (const aegis::core::Error& e) {
     std::cerr << "aegis: " << e.what() << "\n";

@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "aegis/core/base64.h"
+
 namespace aegis::formats {
 
 // What one code object names and holds. Strings keep their first kMarshalKeepBytes bytes (as text:
@@ -50,9 +52,8 @@ inline constexpr std::size_t kMarshalMaxListed = 1000;  // entries kept in each 
 // throws and never reads past `bytes`.
 MarshalResult read_marshalled_code(std::span<const std::uint8_t> bytes);
 
-// Standard base64 (RFC 4648 alphabet, '=' padding). Whitespace anywhere is skipped; any other
-// character outside the alphabet, bad padding or data after the padding gives nullopt.
-std::optional<std::vector<std::uint8_t>> decode_base64(std::string_view text);
+// Base64 as Keras writes it; the decoder lives in core (signatures use it too).
+using core::decode_base64;
 
 // One evidence line, nested code objects included, at most `max_chars` characters, e.g.
 // "code <lambda> (file x.py): names [__import__, system]; constants [None, 'os', 'echo hi']".
