@@ -38,12 +38,7 @@ std::optional<std::vector<std::uint8_t>> decode_base64(std::string_view text) {
   for (char ch : text) {
     const auto c = static_cast<unsigned char>(ch);
     if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f') continue;
-    int value = -1;
-    if (c >= 'A' && c <= 'Z') value = c - 'A';
-    else if (c >= 'a' && c <= 'z') value = c - 'a' + 26;
-    else if (c >= '0' && c <= '9') value = c - '0' + 52;
-    else if (c == '+') value = 62;
-    else if (c == '/') value = 63;
+    int value = base64_digit_value(c);
     if (c == '=') {
       // Padding completes the current group of four: "xx==" or "xxx=".
       if (quad_pos + pads < 2) return std::nullopt;

@@ -5,6 +5,7 @@
 // The JSON parser is bounded (depth, size) and the walk is bounded (layers, nodes, issues).
 #include "aegis/formats/keras_config.h"
 
+#include "aegis/core/base64.h"
 #include "aegis/core/text.h"
 
 #include <algorithm>
@@ -284,12 +285,7 @@ std::optional<std::vector<std::uint8_t>> lenient_base64(std::string_view text) {
       if (quad_pos >= 2 && quad_pos + ++pads >= 4) return out;  // the padding ends the data
       continue;
     }
-    int value = -1;
-    if (c >= 'A' && c <= 'Z') value = c - 'A';
-    else if (c >= 'a' && c <= 'z') value = c - 'a' + 26;
-    else if (c >= '0' && c <= '9') value = c - '0' + 52;
-    else if (c == '+') value = 62;
-    else if (c == '/') value = 63;
+    int value = core::base64_digit_value(c);
     if (value < 0) continue;
     pads = 0;
     const auto v = static_cast<std::uint32_t>(value);

@@ -2,6 +2,8 @@
 // offsets that tile the data buffer exactly), collecting every problem instead of stopping at one.
 #include "aegis/formats/safetensors.h"
 
+#include "aegis/core/json_shape.h"
+
 #include <algorithm>
 #include <limits>
 #include <map>
@@ -32,39 +34,6 @@ std::optional<std::uint64_t> dtype_bits(std::string_view dtype) {
   auto it = bits.find(dtype);
   if (it == bits.end()) return std::nullopt;
   return it->second;
-}
-
-struct JsonShape {
-  int depth = 0;              // deepest bracket nesting outside strings
-  std::uint64_t values = 0;   // separators and openers outside strings: about one per value
-};
-
-// One linear pass that bounds what the DOM parser will be asked to build: nlohmann recurses once
-// per nesting level, and each value costs tens of bytes of DOM.
-JsonShape measure_json(std::string_view text) {
-  JsonShape shape;
-  int depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-      continue;
-    }
-    if (c == '"') {
-      in_string = true;
-    } else if (c == '{' || c == '[') {
-      ++shape.values;
-      if (++depth > shape.depth) shape.depth = depth;
-      if (shape.depth > kMaxJsonDepth) return shape;
-    } else if (c == '}' || c == ']') {
-      --depth;
-    } else if (c == ',' || c == ':') {
-      ++shape.values;
-    }
-  }
-  return shape;
 }
 
 class ProblemLog {
@@ -200,7 +169,7 @@ SafetensorsInfo validate_safetensors(std::span<const std::uint8_t> data) {
     log.add("json", "", "header does not start with '{'");
     return info;
   }
-  const JsonShape shape = measure_json(header);
+  const core::JsonShape shape = core::measure_json(header, kMaxJsonDepth);
   if (shape.depth > kMaxJsonDepth) {
     log.add("depth", "", "JSON header nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
     return info;

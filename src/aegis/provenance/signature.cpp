@@ -19,6 +19,7 @@
 
 #include "aegis/core/base64.h"
 #include "aegis/core/error.h"
+#include "aegis/core/json_shape.h"
 
 namespace aegis::provenance {
 
@@ -63,22 +64,8 @@ std::string read_small_file(const fs::path& path, std::size_t limit, const std::
 
 // JSON from a file we do not trust yet: nesting is checked before the recursive parser sees it.
 json parse_untrusted_json(std::string_view text, const std::string& what) {
-  int depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-      continue;
-    }
-    if (c == '"') in_string = true;
-    else if (c == '[' || c == '{') {
-      if (++depth > kMaxJsonDepth) throw core::Error(what + " is nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
+  if (core::measure_json(text, kMaxJsonDepth).depth > kMaxJsonDepth)
+    throw core::Error(what + " is nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   json doc = json::parse(text, nullptr, false);
   if (doc.is_discarded()) throw core::Error(what + " is not valid JSON", "check that the file is a model-signing bundle");
   return doc;
