@@ -184,6 +184,25 @@ TEST(Signature, ReferenceGoldenSignaturesVerify) {
     EXPECT_FALSE(verify_model(vectors / c.model, vectors / c.folder / "model.sig", wrong).ok) << c.folder;
   }
 }
+
+// Certificate method, made by Aegis with the reference's test PKI: it chains to the root CA.
+TEST(Signature, CertificateMethodBundlesChainToTheTrustedCa) {
+  const fs::path keys = fs::path(AEGIS_SIGNING_VECTORS) / "keys/certificate";
+  test::TempDir temp("aegis_cert_sign");
+  write(temp.path / "model/weights.bin", "weights");
+  SignOptions options;
+  options.private_key = keys / "signing-key.pem";
+  options.certificate_chain = {keys / "signing-key-cert.pem", keys / "int-ca-cert.pem"};
+  options.signature_path = temp.path / "model/model.sig";
+  write(options.signature_path, sign_model(temp.path / "model", options));
+  VerifyOptions verify;
+  verify.certificate_chain = keys / "ca-cert.pem";
+  auto result = verify_model(temp.path / "model", options.signature_path, verify);
+  EXPECT_TRUE(result.ok) << result.failure;
+  // A certificate that is not the key's is refused when signing.
+  options.certificate_chain = {keys / "int-ca-cert.pem"};
+  EXPECT_THROW(sign_model(temp.path / "model", options), core::Error);
+}
 #endif
 
 }  // namespace

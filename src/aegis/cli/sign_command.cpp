@@ -54,6 +54,7 @@ struct SignFlags {
   std::string model;
   std::string key;
   std::string signature;
+  std::vector<std::string> certificates;
   std::vector<std::string> ignore;
   std::string method = "files";
   std::uint64_t shard_size = 1'000'000'000;
@@ -150,6 +151,10 @@ void register_sign_commands(CLI::App& app, int& exit_code) {
       ->required()
       ->check(CLI::ExistingFile);
   sign_command->add_option("--signature", sign->signature, "where to write the bundle (default MODEL/model.sig)");
+  sign_command->add_option("--certificate-chain", sign->certificates,
+                           "certificate method: the key's PEM certificate, then intermediates (repeatable)")
+      ->allow_extra_args(false)
+      ->check(CLI::ExistingFile);
   sign_command->add_option("--ignore-paths", sign->ignore, "paths to leave out (repeatable)")->allow_extra_args(false);
   sign_command->add_option("--method", sign->method, "files or shards")->check(CLI::IsMember({"files", "shards"}));
   sign_command->add_option("--shard-size", sign->shard_size, "bytes per shard with --method shards")->check(CLI::PositiveNumber);
@@ -169,6 +174,7 @@ void register_sign_commands(CLI::App& app, int& exit_code) {
                                                               : fs::path(sign->model + ".sig"))
                              : fs::path(sign->signature);
     options.signature_path = signature;
+    for (const auto& path : sign->certificates) options.certificate_chain.push_back(path);
     write_file(signature, provenance::sign_model(sign->model, options), false);
     std::cerr << "signed " << sign->model << " -> " << signature.string() << "\n";
     exit_code = 0;

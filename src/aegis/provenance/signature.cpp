@@ -263,9 +263,32 @@ std::string sign_model(const fs::path& model, const SignOptions& options) {
     throw core::Error("OpenSSL could not sign: " + openssl_error());
   signature.resize(length);
 
+  json material = {{"publicKey", {{"hint", public_key_hint(pem_public_key(key.get()))}}}, {"tlogEntries", json::array()}};
+  if (!options.certificate_chain.empty()) {
+    json certificates = json::array();
+    for (const auto& path : options.certificate_chain) {
+      std::string text = read_small_file(path, 1 << 20, "certificate");
+      Bio bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
+      std::size_t read = 0;
+      while (X509Ptr certificate{PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)}) {
+        // The first certificate must be the signing key's own.
+        if (certificates.empty() && X509_check_private_key(certificate.get(), key.get()) != 1)
+          throw core::Error("the certificate in " + path.string() + " is not for the signing key",
+                            "pass the signing key's certificate first, then its intermediates");
+        unsigned char* der = nullptr;
+        int size = i2d_X509(certificate.get(), &der);
+        if (size <= 0) throw core::Error("cannot encode a certificate from " + path.string() + ": " + openssl_error());
+        certificates.push_back({{"rawBytes", core::encode_base64(std::span<const std::uint8_t>(der, static_cast<std::size_t>(size)))}});
+        OPENSSL_free(der);
+        ++read;
+      }
+      ERR_clear_error();
+      if (read == 0) throw core::Error("no PEM certificate in " + path.string(), "pass PEM certificate files");
+    }
+    material = {{"x509CertificateChain", {{"certificates", certificates}}}, {"tlogEntries", json::array()}};
+  }
   json bundle = {{"mediaType", kBundleMediaType},
-                 {"verificationMaterial", {{"publicKey", {{"hint", public_key_hint(pem_public_key(key.get()))}}},
-                                           {"tlogEntries", json::array()}}},
+                 {"verificationMaterial", material},
                  {"dsseEnvelope", {{"payload", core::encode_base64(payload)},
                                    {"payloadType", kInTotoPayloadType},
                                    {"signatures", json::array({{{"sig", core::encode_base64(signature)}, {"keyid", ""}}})}}}};

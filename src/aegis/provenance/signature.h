@@ -58,6 +58,9 @@ struct SignOptions {
   std::string passphrase;               // for an encrypted key (from the environment or a prompt)
   ManifestOptions manifest;             // method, shard size, ignore paths, threads
   std::filesystem::path signature_path; // left out of the manifest
+  // Certificate method: PEM files holding the signing certificate (for `private_key`) first, then
+  // any intermediates; empty for the key method.
+  std::vector<std::filesystem::path> certificate_chain;
 };
 
 // Hashes `model` and returns the bundle JSON (key method).
