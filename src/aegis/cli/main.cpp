@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "aegis/cli/lineage_command.h"
 #include "aegis/cli/scan_command.h"
 #include "aegis/cli/sign_command.h"
 #include "aegis/core/error.h"
@@ -14,6 +15,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   aegis::cli::register_scan_command(app, exit_code);
   aegis::cli::register_sign_commands(app, exit_code);
+  aegis::cli::register_lineage_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
