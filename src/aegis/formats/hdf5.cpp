@@ -295,6 +295,8 @@ bool confine_worker() {
       SYS_mprotect, SYS_madvise, SYS_brk, SYS_futex, SYS_getrusage, SYS_prlimit64, SYS_getpid, SYS_gettid,
       SYS_clock_gettime, SYS_gettimeofday, SYS_sched_yield, SYS_rt_sigreturn, SYS_rt_sigprocmask,
       SYS_restart_syscall, SYS_exit, SYS_exit_group,
+      // Signal set-up: the sanitizers' runtime needs these when the worker exits or reports.
+      SYS_sigaltstack, SYS_rt_sigaction,
 #if defined(__x86_64__)
       SYS_getrlimit, SYS_setrlimit,
 #endif
@@ -378,9 +380,10 @@ struct Worker {
 // files (so that nothing libhdf5 leaks piles up); the pool keeps as many as threads asked at once.
 class WorkerPool {
  public:
+  // Workers hold nothing worth flushing: at exit they are killed, never waited on while they wind down.
   ~WorkerPool() {
     std::lock_guard lock(mutex_);
-    for (auto& worker : idle_) retire(worker, false);
+    for (auto& worker : idle_) retire(worker, true);
   }
 
   std::optional<Worker> acquire(std::string& error) {
