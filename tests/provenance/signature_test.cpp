@@ -157,7 +157,8 @@ TEST(Signature, ReferenceGoldenSignaturesVerify) {
     const char* model;  // relative to the vectors
     bool certificate;
   };
-  for (const Case& c : {Case{"v0.3.1-certificate", "v0.3.1-certificate", true},
+  for (const Case& c : {Case{"v0.2.0-certificate", "v0.2.0-certificate", true},
+                        Case{"v0.3.1-certificate", "v0.3.1-certificate", true},
                         Case{"v0.3.1-elliptic-key", "v0.3.1-elliptic-key/signme-1", false},
                         Case{"v1.0.0-certificate", "v1.0.0-certificate", true},
                         Case{"v1.0.0-elliptic-key", "v1.0.0-elliptic-key/signme-1", false},

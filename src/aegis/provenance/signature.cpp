@@ -89,16 +89,6 @@ const EVP_MD* digest_for(EVP_PKEY* key) {
   return bits <= 256 ? EVP_sha256() : bits <= 384 ? EVP_sha384() : EVP_sha512();
 }
 
-bool verify_signature(EVP_PKEY* key, std::string_view message, std::string_view signature) {
-  const EVP_MD* md = digest_for(key);
-  if (!md) return false;
-  MdCtx ctx(EVP_MD_CTX_new());
-  if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, md, nullptr, key) != 1) return false;
-  int status = EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
-                                reinterpret_cast<const unsigned char*>(message.data()), message.size());
-  ERR_clear_error();
-  return status == 1;
-}
 
 int passphrase_callback(char* buffer, int size, int, void* user) {
   const auto* passphrase = static_cast<const std::string*>(user);
@@ -134,6 +124,48 @@ std::string pem_public_key(EVP_PKEY* key) {
   char* data = nullptr;
   long size = BIO_get_mem_data(bio.get(), &data);
   return std::string(data, static_cast<std::size_t>(size));
+}
+
+// model_signing v0.2 signed a different byte string (a bug its later versions still accept): the
+// header spelled "DSSEV1", the payload written as Python's repr() of the bytes, and SHA-256 whatever
+// the curve. Rebuilt here from that description, to verify those signatures and nothing else.
+std::string legacy_v02_message(std::string_view payload_type, std::string_view payload) {
+  const bool has_single = payload.find('\'') != std::string_view::npos;
+  const bool has_double = payload.find('"') != std::string_view::npos;
+  const char quote = has_single && !has_double ? '"' : '\'';
+  std::string repr = "b";
+  repr += quote;
+  for (unsigned char c : payload) {
+    if (c == static_cast<unsigned char>(quote) || c == '\\') {
+      repr += '\\';
+      repr += static_cast<char>(c);
+    } else if (c == '\t') {
+      repr += "\\t";
+    } else if (c == '\n') {
+      repr += "\\n";
+    } else if (c == '\r') {
+      repr += "\\r";
+    } else if (c < 0x20 || c >= 0x7f) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      repr += "\\x";
+      repr += kHex[c >> 4];
+      repr += kHex[c & 0xF];
+    } else {
+      repr += static_cast<char>(c);
+    }
+  }
+  repr += quote;
+  return "DSSEV1 " + std::to_string(payload_type.size()) + " " + std::string(payload_type) + " " +
+         std::to_string(payload.size()) + " " + repr;
+}
+
+bool verify_with(EVP_PKEY* key, const EVP_MD* md, std::string_view message, std::string_view signature) {
+  MdCtx ctx(EVP_MD_CTX_new());
+  if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, md, nullptr, key) != 1) return false;
+  int status = EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
+                                reinterpret_cast<const unsigned char*>(message.data()), message.size());
+  ERR_clear_error();
+  return status == 1;
 }
 
 std::string method_name(HashMethod method) { return method == HashMethod::Shards ? "shards" : "files"; }
@@ -363,8 +395,17 @@ VerifyResult verify_model(const fs::path& model, const fs::path& bundle_path, co
     result.signer = std::string("certificate ") + subject;
   }
   const std::string message = dsse_pae(bundle.payload_type, bundle.payload);
-  bool signed_ok = std::any_of(bundle.signatures.begin(), bundle.signatures.end(),
-                               [&](const std::string& signature) { return verify_signature(key.get(), message, signature); });
+  const EVP_MD* md = digest_for(key.get());
+  bool signed_ok = md && std::any_of(bundle.signatures.begin(), bundle.signatures.end(), [&](const std::string& signature) {
+    return verify_with(key.get(), md, message, signature);
+  });
+  if (!signed_ok && md) {
+    const std::string legacy = legacy_v02_message(bundle.payload_type, bundle.payload);
+    signed_ok = std::any_of(bundle.signatures.begin(), bundle.signatures.end(), [&](const std::string& signature) {
+      return verify_with(key.get(), EVP_sha256(), legacy, signature);
+    });
+    if (signed_ok) result.signer += " (model_signing v0.2 signature encoding)";
+  }
   if (!signed_ok) {
     result.failure = "the signature does not verify with this key: the statement was changed or signed by someone else";
     return result;
