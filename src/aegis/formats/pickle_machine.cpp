@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "aegis/core/python_repr.h"
 #include "aegis/core/text.h"
 
 namespace aegis::formats {
@@ -444,75 +445,10 @@ bool is_str(const Value& v, std::string_view expected) { return v.kind == Kind::
 // ---------------------------------------------------------------------------------------------
 // Text helpers: everything written into the report is valid UTF-8 whatever the input held.
 
-std::size_t utf8_sequence_length(const std::uint8_t* p, std::size_t n) {
-  const std::uint8_t b = p[0];
-  std::size_t len = 0;
-  std::uint32_t min = 0;
-  if (b >= 0xC2 && b <= 0xDF) {
-    len = 2, min = 0x80;
-  } else if (b >= 0xE0 && b <= 0xEF) {
-    len = 3, min = 0x800;
-  } else if (b >= 0xF0 && b <= 0xF4) {
-    len = 4, min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (n < len) return 0;
-  std::uint32_t cp = b & (0x7F >> len);
-  for (std::size_t i = 1; i < len; ++i) {
-    if ((p[i] & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (p[i] & 0x3F);
-  }
-  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  return len;
-}
-
-void append_hex_byte(std::string& out, std::uint8_t b) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  out += "\\x";
-  out += kDigits[b >> 4];
-  out += kDigits[b & 0xF];
-}
-
-// Appends `text` escaped like a Python repr body (without quotes) until `limit` characters of
-// `out` are used; returns false when it had to stop early.
-bool append_escaped(std::string& out, std::string_view text, char quote, bool bytes, std::size_t limit) {
-  const auto* p = reinterpret_cast<const std::uint8_t*>(text.data());
-  const std::size_t n = text.size();
-  for (std::size_t i = 0; i < n;) {
-    if (out.size() >= limit) return false;
-    const std::uint8_t b = p[i];
-    if (b == '\\' || (quote != 0 && b == static_cast<std::uint8_t>(quote))) {
-      out += '\\';
-      out += static_cast<char>(b);
-    } else if (b == '\n') {
-      out += "\\n";
-    } else if (b == '\r') {
-      out += "\\r";
-    } else if (b == '\t') {
-      out += "\\t";
-    } else if (b >= 0x20 && b < 0x7F) {
-      out += static_cast<char>(b);
-    } else if (b >= 0x80 && !bytes) {
-      const std::size_t len = utf8_sequence_length(p + i, n - i);
-      if (len == 0) {
-        append_hex_byte(out, b);
-      } else {
-        out.append(text.substr(i, len));
-        i += len;
-        continue;
-      }
-    } else {
-      append_hex_byte(out, b);
-    }
-    ++i;
-  }
-  return true;
-}
 
 std::string printable(std::string_view raw) {
   std::string out;
-  append_escaped(out, raw, 0, false, std::numeric_limits<std::size_t>::max());
+  core::append_python_escaped(out, raw, 0, false, std::numeric_limits<std::size_t>::max());
   return out;
 }
 
@@ -2188,7 +2124,7 @@ void PickleMachine::write_repr(std::string& out, const Value& v, std::size_t dep
     }
     case Kind::kBigInt:
       if (v.flags & kDecimalText) {
-        append_escaped(out, std::string_view(reinterpret_cast<const char*>(v.view), std::min<std::size_t>(v.size, 40)),
+        core::append_python_escaped(out, std::string_view(reinterpret_cast<const char*>(v.view), std::min<std::size_t>(v.size, 40)),
                        0, true, limit);
         if (v.size > 40) out += "...";
       } else {
@@ -2214,7 +2150,7 @@ void PickleMachine::write_repr(std::string& out, const Value& v, std::size_t dep
       if (v.kind == Kind::kByteArray) out += "bytearray(";
       if (v.kind != Kind::kStr) out += 'b';
       out += '\'';
-      const bool whole = append_escaped(out, text.substr(0, shown), '\'', v.kind != Kind::kStr, limit);
+      const bool whole = core::append_python_escaped(out, text.substr(0, shown), '\'', v.kind != Kind::kStr, limit);
       if (!whole || shown < text.size() || (v.flags & kClipped)) out += "...";
       out += '\'';
       if (v.kind == Kind::kByteArray) out += ')';
@@ -2224,7 +2160,7 @@ void PickleMachine::write_repr(std::string& out, const Value& v, std::size_t dep
       out += "persistent_load(";
       if (v.size > 0 && v.view != nullptr) {
         out += "storage '";
-        append_escaped(out, std::string_view(reinterpret_cast<const char*>(v.view), std::min<std::size_t>(v.size, 64)),
+        core::append_python_escaped(out, std::string_view(reinterpret_cast<const char*>(v.view), std::min<std::size_t>(v.size, 64)),
                        '\'', false, limit);
         out += "'";
       } else {

@@ -4,6 +4,8 @@
 // first bytes, and back-references are checked against the objects already read.
 #include "aegis/formats/pymarshal.h"
 
+#include "aegis/core/python_repr.h"
+
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -87,69 +89,8 @@ constexpr char kSmallTuple = ')', kList = '[', kDict = '{', kCode = 'c', kUnicod
 constexpr char kFrozenSet = '>', kAscii = 'a', kAsciiInterned = 'A', kShortAscii = 'z';
 constexpr char kShortAsciiInterned = 'Z', kSlice = ':';
 
-// Appends `byte` as \xNN.
-void append_hex_escape(std::string& out, unsigned char byte) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out += "\\x";
-  out += kHex[byte >> 4];
-  out += kHex[byte & 0x0F];
-}
 
-// Length of the well-formed UTF-8 sequence starting at s[i], or 0 when there is none.
-std::size_t utf8_sequence(std::string_view s, std::size_t i) {
-  const auto c = static_cast<unsigned char>(s[i]);
-  std::size_t len = 0;
-  std::uint32_t min = 0;
-  if (c >= 0xC2 && c <= 0xDF) {
-    len = 2, min = 0x80;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    len = 3, min = 0x800;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    len = 4, min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (i + len > s.size()) return 0;
-  std::uint32_t cp = c & (0xFF >> (len + 1));
-  for (std::size_t k = 1; k < len; ++k) {
-    const auto cc = static_cast<unsigned char>(s[i + k]);
-    if ((cc & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (cc & 0x3F);
-  }
-  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  return len;
-}
 
-// Text safe to print: well-formed UTF-8 kept (unless `ascii_only`), control characters and
-// stray bytes escaped as \xNN; `quote` and backslashes escaped when quoting.
-void append_escaped(std::string& out, std::string_view s, bool ascii_only, char quote) {
-  for (std::size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (quote != 0 && (c == static_cast<unsigned char>(quote) || c == '\\')) {
-      out += '\\';
-      out += static_cast<char>(c);
-      ++i;
-    } else if (c == '\n' && quote != 0) {
-      out += "\\n", ++i;
-    } else if (c == '\r' && quote != 0) {
-      out += "\\r", ++i;
-    } else if (c == '\t' && quote != 0) {
-      out += "\\t", ++i;
-    } else if (c >= 0x20 && c < 0x7F) {
-      out += static_cast<char>(c), ++i;
-    } else if (c >= 0x80 && !ascii_only) {
-      const std::size_t len = utf8_sequence(s, i);
-      if (len == 0) {
-        append_hex_escape(out, c), ++i;
-      } else {
-        out.append(s.substr(i, len));
-        i += len;
-      }
-    } else {
-      append_hex_escape(out, c), ++i;
-    }
-  }
-}
 
 std::string render_double(double value) {
   if (std::isnan(value)) return "nan";
@@ -243,7 +184,7 @@ class Reader {
     std::string_view text;
     if (!u8(n, "a float") || !take(n, text, "a float")) return false;
     out.clear();
-    append_escaped(out, text, true, 0);
+    core::append_python_escaped(out, text, 0, true, std::string::npos, false);
     return true;
   }
 
@@ -654,7 +595,7 @@ class Describer {
 
   std::string text(std::uint32_t index) const {
     std::string out;
-    append_escaped(out, values_[index].text, false, 0);
+    core::append_python_escaped(out, values_[index].text, 0, false, std::string::npos, false);
     if (values_[index].size > values_[index].text.size()) out += "...";
     return out;
   }
@@ -685,7 +626,7 @@ class Describer {
       case Kind::Str: case Kind::Bytes: {
         if (v.kind == Kind::Bytes) out += 'b';
         out += '\'';
-        append_escaped(out, v.text, v.kind == Kind::Bytes || family_ == Family::Py27, '\'');
+        core::append_python_escaped(out, v.text, '\'', v.kind == Kind::Bytes || family_ == Family::Py27, std::string::npos);
         if (v.size > v.text.size()) out += "...";
         out += '\'';
         return;

@@ -20,6 +20,7 @@
 #include "aegis/core/base64.h"
 #include "aegis/core/error.h"
 #include "aegis/core/json_shape.h"
+#include "aegis/core/python_repr.h"
 
 namespace aegis::provenance {
 
@@ -135,25 +136,7 @@ std::string legacy_v02_message(std::string_view payload_type, std::string_view p
   const char quote = has_single && !has_double ? '"' : '\'';
   std::string repr = "b";
   repr += quote;
-  for (unsigned char c : payload) {
-    if (c == static_cast<unsigned char>(quote) || c == '\\') {
-      repr += '\\';
-      repr += static_cast<char>(c);
-    } else if (c == '\t') {
-      repr += "\\t";
-    } else if (c == '\n') {
-      repr += "\\n";
-    } else if (c == '\r') {
-      repr += "\\r";
-    } else if (c < 0x20 || c >= 0x7f) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      repr += "\\x";
-      repr += kHex[c >> 4];
-      repr += kHex[c & 0xF];
-    } else {
-      repr += static_cast<char>(c);
-    }
-  }
+  core::append_python_escaped(repr, payload, quote, true, std::string::npos);
   repr += quote;
   return "DSSEV1 " + std::to_string(payload_type.size()) + " " + std::string(payload_type) + " " +
          std::to_string(payload.size()) + " " + repr;
