@@ -74,6 +74,15 @@ CommandResult run_cli(const std::vector<std::string>& args) {
   return result;
 }
 
+std::vector<std::uint8_t> pseudo_random_bytes(std::size_t n, std::uint32_t& state) {
+  std::vector<std::uint8_t> out(n);
+  for (auto& b : out) {
+    state = state * 1103515245u + 12345u;
+    b = static_cast<std::uint8_t>(state >> 24);
+  }
+  return out;
+}
+
 TempDir::TempDir(const std::string& prefix) {
   std::string pattern = (std::filesystem::temp_directory_path() / (prefix + "_XXXXXX")).string();
   if (!::mkdtemp(pattern.data())) throw std::runtime_error("cannot create a temporary folder under " + pattern);

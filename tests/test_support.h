@@ -26,6 +26,10 @@ struct CommandResult {
 // Runs the built `aegis` binary with the given arguments (no shell involved).
 CommandResult run_cli(const std::vector<std::string>& args);
 
+// Deterministic garbage for bad-input tests: `n` bytes from a linear congruential generator whose
+// state carries over between calls.
+std::vector<std::uint8_t> pseudo_random_bytes(std::size_t n, std::uint32_t& state);
+
 // A fresh folder under the system's temp dir, removed with everything in it when the test ends.
 struct TempDir {
   std::filesystem::path path;

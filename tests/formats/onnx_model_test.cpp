@@ -300,11 +300,7 @@ TEST(OnnxModel, EveryPrefixOfAModelIsHandled) {
 TEST(OnnxModel, GarbageNeverThrows) {
   std::uint32_t state = 12345;
   for (int round = 0; round < 200; ++round) {
-    Bytes bytes(static_cast<std::size_t>(round * 7 % 300));
-    for (auto& b : bytes) {
-      state = state * 1103515245u + 12345u;
-      b = static_cast<std::uint8_t>(state >> 24);
-    }
+    const Bytes bytes = test::pseudo_random_bytes(static_cast<std::size_t>(round * 7 % 300), state);
     const OnnxInfo info = analyze_onnx(bytes, {});
     if (!info.parsed) {
       EXPECT_NE(find_issue(info, "onnx.unreadable"), nullptr);

@@ -355,11 +355,7 @@ TEST(TfGraph, SavedModelMetaGraphsAssetsAndObjectGraph) {
 TEST(TfGraph, GarbageAndEmptyInputNeverThrow) {
   std::uint32_t state = 12345;
   for (int round = 0; round < 200; ++round) {
-    Bytes data(static_cast<std::size_t>(round * 7 % 300));
-    for (auto& b : data) {
-      state = state * 1103515245u + 12345u;
-      b = static_cast<std::uint8_t>(state >> 16);
-    }
+    const Bytes data = test::pseudo_random_bytes(static_cast<std::size_t>(round * 7 % 300), state);
     for (TfFileKind kind : {TfFileKind::SavedModel, TfFileKind::GraphDef, TfFileKind::KerasMetadata, TfFileKind::Fingerprint}) {
       const TfInfo info = analyze_tf(data, kind);
       EXPECT_LE(info.issues.size(), kMaxIssuesPerFile);

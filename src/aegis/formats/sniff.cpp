@@ -205,15 +205,19 @@ FileKind sniff(std::span<const std::uint8_t> data, std::string_view file_name) {
   const bool weak = kind == FileKind::Unknown || kind == FileKind::Zlib || kind == FileKind::Lzma ||
                     (kind == FileKind::Pickle && !looks_like_pickle(data));
   if (!weak) return kind;
-  auto slash = file_name.find_last_of("/\\!");
-  std::string_view base = slash == std::string_view::npos ? file_name : file_name.substr(slash + 1);
-  std::string lower(base);
+  if (auto tf = tf_kind_from_name(file_name)) {
+    switch (*tf) {
+      case TfFileKind::SavedModel: return FileKind::TfSavedModel;
+      case TfFileKind::KerasMetadata: return FileKind::KerasMetadata;
+      case TfFileKind::Fingerprint: return FileKind::TfFingerprint;
+      case TfFileKind::GraphDef:
+        if (looks_like_graphdef(data)) return FileKind::TfGraphDef;
+        break;
+    }
+  }
+  std::string lower(file_name.substr(file_name.size() - std::min<std::size_t>(file_name.size(), 5)));
   for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (lower == "saved_model.pb") return FileKind::TfSavedModel;
-  if (lower == "keras_metadata.pb") return FileKind::KerasMetadata;
-  if (lower == "fingerprint.pb") return FileKind::TfFingerprint;
-  if (lower.ends_with(".onnx")) return FileKind::Onnx;
-  if ((lower.ends_with(".pb") || lower.ends_with(".graphdef")) && looks_like_graphdef(data)) return FileKind::TfGraphDef;
+  if (lower == ".onnx") return FileKind::Onnx;
   if (kind == FileKind::Unknown && looks_like_onnx(data)) return FileKind::Onnx;
   return kind;
 }

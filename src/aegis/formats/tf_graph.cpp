@@ -857,13 +857,14 @@ TfInfo analyze_tf(std::span<const std::uint8_t> data, TfFileKind kind) {
 }
 
 std::optional<TfFileKind> tf_kind_from_name(std::string_view file_name) {
-  const std::size_t slash = file_name.find_last_of("/\\");
+  const std::size_t slash = file_name.find_last_of("/\\!");  // '!' separates archive members
   std::string base(slash == std::string_view::npos ? file_name : file_name.substr(slash + 1));
   for (char& c : base) c = static_cast<char>((c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c);
   if (base == "saved_model.pb") return TfFileKind::SavedModel;
   if (base == "keras_metadata.pb") return TfFileKind::KerasMetadata;
   if (base == "fingerprint.pb") return TfFileKind::Fingerprint;
-  if (base.size() > 3 && base.ends_with(".pb")) return TfFileKind::GraphDef;
+  if ((base.size() > 3 && base.ends_with(".pb")) || (base.size() > 9 && base.ends_with(".graphdef")))
+    return TfFileKind::GraphDef;
   return std::nullopt;
 }
 

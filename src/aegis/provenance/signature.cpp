@@ -404,7 +404,7 @@ VerifyResult verify_model(const fs::path& model, const fs::path& bundle_path, co
   result.predicate_type = signed_manifest.predicate_type;
   ManifestOptions manifest_options;
   manifest_options.method = signed_manifest.method;
-  manifest_options.shard_size = signed_manifest.method == HashMethod::Shards ? signed_manifest.shard_size : manifest_options.shard_size;
+  if (signed_manifest.method == HashMethod::Shards) manifest_options.shard_size = signed_manifest.shard_size;
   manifest_options.allow_symlinks = signed_manifest.allow_symlinks;
   manifest_options.ignore_paths = signed_manifest.ignore_paths;
   for (const auto& path : options.ignore_paths) manifest_options.ignore_paths.push_back(path);
