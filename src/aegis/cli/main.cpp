@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "aegis/cli/attack_command.h"
 #include "aegis/cli/lineage_command.h"
 #include "aegis/cli/scan_command.h"
 #include "aegis/cli/sign_command.h"
@@ -16,6 +17,7 @@ int main(int argc, char** argv) {
   aegis::cli::register_scan_command(app, exit_code);
   aegis::cli::register_sign_commands(app, exit_code);
   aegis::cli::register_lineage_command(app, exit_code);
+  aegis::cli::register_attack_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -2,14 +2,20 @@
 // small literal parser of our own, bounded in size and depth, and never evaluate anything.
 #include "aegis/formats/npy.h"
 
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
 #include <memory>
 #include <optional>
 #include <string_view>
 #include <utility>
 
 #include "aegis/core/error.h"
+#include "aegis/core/mapped_file.h"
 
 namespace aegis::formats {
 namespace {
@@ -391,6 +397,329 @@ NpyHeader parse_npy_header(std::span<const std::uint8_t> data) {
     header.expected_data_bytes = checked_multiply(elements, facts.item_size, header_start + shape->begin, "the data size");
   }
   return header;
+}
+
+namespace {
+
+// One plain numeric element type as read_npy_array converts it.
+struct NumericType {
+  enum class Kind { Float, Signed, Unsigned, Bool } kind = Kind::Float;
+  unsigned size = 4;
+  bool big_endian = false;
+};
+
+std::optional<NumericType> numeric_type(std::string_view descr) {
+  NumericType type;
+  type.big_endian = std::endian::native == std::endian::big;
+  if (!descr.empty() && std::strchr("<>|=!", descr.front()) != nullptr) {
+    if (descr.front() == '<') type.big_endian = false;
+    if (descr.front() == '>' || descr.front() == '!') type.big_endian = true;
+    descr.remove_prefix(1);
+  }
+  if (descr == "?") descr = "b1";
+  if (descr.size() != 2) return std::nullopt;
+  const char code = descr[0];
+  const unsigned size = static_cast<unsigned>(descr[1] - '0');
+  type.size = size;
+  switch (code) {
+    case 'f':
+      if (size != 2 && size != 4 && size != 8) return std::nullopt;
+      type.kind = NumericType::Kind::Float;
+      break;
+    case 'i': case 'u':
+      if (size != 1 && size != 2 && size != 4 && size != 8) return std::nullopt;
+      type.kind = code == 'i' ? NumericType::Kind::Signed : NumericType::Kind::Unsigned;
+      break;
+    case 'b':
+      if (size != 1) return std::nullopt;
+      type.kind = NumericType::Kind::Bool;
+      break;
+    default:
+      return std::nullopt;
+  }
+  return type;
+}
+
+float half_to_float(std::uint32_t bits) {
+  const bool negative = (bits >> 15) & 1;
+  const int exponent = static_cast<int>((bits >> 10) & 0x1f);
+  const int mantissa = static_cast<int>(bits & 0x3ff);
+  float value = 0;
+  if (exponent == 0) {
+    value = std::ldexp(static_cast<float>(mantissa), -24);
+  } else if (exponent == 31) {
+    value = mantissa == 0 ? std::numeric_limits<float>::infinity() : std::numeric_limits<float>::quiet_NaN();
+  } else {
+    value = std::ldexp(static_cast<float>(mantissa + 1024), exponent - 25);
+  }
+  return negative ? -value : value;
+}
+
+float load_element(const std::uint8_t* p, const NumericType& type) {
+  std::uint64_t bits = 0;
+  if (type.big_endian) {
+    for (unsigned k = 0; k < type.size; ++k) bits = (bits << 8) | p[k];
+  } else {
+    for (unsigned k = 0; k < type.size; ++k) bits |= static_cast<std::uint64_t>(p[k]) << (8 * k);
+  }
+  switch (type.kind) {
+    case NumericType::Kind::Float:
+      if (type.size == 2) return half_to_float(static_cast<std::uint32_t>(bits));
+      if (type.size == 4) return std::bit_cast<float>(static_cast<std::uint32_t>(bits));
+      return static_cast<float>(std::bit_cast<double>(bits));
+    case NumericType::Kind::Signed: {
+      const unsigned shift = 64 - 8 * type.size;
+      return static_cast<float>(static_cast<std::int64_t>(bits << shift) >> shift);
+    }
+    case NumericType::Kind::Unsigned:
+      return static_cast<float>(bits);
+    case NumericType::Kind::Bool:
+      return bits != 0 ? 1.0f : 0.0f;
+  }
+  return 0;
+}
+
+std::string shape_text(std::span<const std::uint64_t> shape) {
+  std::string text = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i) text += ", ";
+    text += std::to_string(shape[i]);
+  }
+  if (shape.size() == 1) text += ',';
+  return text + ")";
+}
+
+std::uint64_t element_count(std::span<const std::uint64_t> shape) {
+  std::uint64_t count = 1;
+  for (auto dim : shape) {
+    if (dim != 0 && count > std::numeric_limits<std::uint64_t>::max() / dim) {
+      throw core::Error("the array shape " + shape_text(shape) + " overflows 64 bits");
+    }
+    count *= dim;
+  }
+  return count;
+}
+
+const char* dtype_descr(NpyDtype dtype) {
+  switch (dtype) {
+    case NpyDtype::Float32: return "<f4";
+    case NpyDtype::Int32: return "<i4";
+    case NpyDtype::Int64: return "<i8";
+  }
+  return "<f4";
+}
+
+}  // namespace
+
+NpyArray read_npy_records(std::span<const std::uint8_t> data, std::uint64_t max_elements, std::uint64_t first,
+                          std::uint64_t count) {
+  const NpyHeader header = parse_npy_header(data);
+  if (header.has_object) {
+    throw core::FormatError("the .npy array holds Python objects (dtype " + header.descr +
+                                "): its data is a pickle, which Aegis never loads; save it with a numeric dtype "
+                                "instead, e.g. numpy.save(path, x.astype('float32'))",
+                            8);
+  }
+  const auto type = numeric_type(header.descr);
+  if (!type) {
+    throw core::FormatError("the .npy dtype " + header.descr +
+                                " is not a plain number type (f2, f4, f8, i1, i2, i4, i8, u1, u2, u4, u8, b1); convert "
+                                "it with x.astype('float32')",
+                            8);
+  }
+  std::uint64_t elements = 1;
+  for (auto dim : header.shape) elements *= dim;  // parse_npy_header checked the product for overflow
+  if (elements > std::numeric_limits<std::uint64_t>::max() / type->size) {
+    throw core::FormatError("the .npy data size overflows 64 bits", 8);
+  }
+  const std::uint64_t available = data.size() - header.data_offset;
+  const std::uint64_t needed = elements * type->size;
+  if (available < needed) {
+    throw core::FormatError("the .npy data is cut off: shape " + shape_text(header.shape) + " of " + header.descr + " needs " +
+                                std::to_string(needed) + " bytes after the header, the file has " + std::to_string(available),
+                            data.size());
+  }
+
+  // The output: records [first, first + count) of axis 0, or the single element of a 0-d array.
+  NpyArray array;
+  array.shape = header.shape;
+  array.descr = header.descr;
+  const std::size_t rank = header.shape.size();
+  std::uint64_t out_elements = elements;
+  if (rank > 0) {
+    first = std::min(first, header.shape[0]);
+    count = std::min(count, header.shape[0] - first);
+    array.shape[0] = count;
+    out_elements = header.shape[0] == 0 ? 0 : elements / header.shape[0] * count;
+  }
+  if (out_elements > max_elements) {
+    throw core::FormatError("the .npy array " + shape_text(array.shape) + " holds " + std::to_string(out_elements) +
+                                " elements, more than the limit of " + std::to_string(max_elements),
+                            8);
+  }
+  array.values.resize(static_cast<std::size_t>(out_elements));
+  if (out_elements == 0) return array;
+  const std::uint8_t* base = data.data() + header.data_offset;
+  const std::size_t n = array.values.size();
+  if (!header.fortran_order || rank < 2) {
+    const std::uint64_t start = rank == 0 ? 0 : first * (elements / header.shape[0]);
+    for (std::size_t i = 0; i < n; ++i) array.values[i] = load_element(base + (start + i) * type->size, *type);
+    return array;
+  }
+  // Fortran order keeps the first index fastest. Walk the C-order output with an odometer (last
+  // index fastest) and move the source position by the Fortran stride of the index that ticks.
+  std::vector<std::uint64_t> stride(rank), index(rank, 0), end(rank);
+  stride[0] = 1;
+  for (std::size_t k = 1; k < rank; ++k) stride[k] = stride[k - 1] * header.shape[k - 1];
+  for (std::size_t k = 0; k < rank; ++k) end[k] = header.shape[k];
+  index[0] = first;
+  end[0] = first + count;
+  std::uint64_t source = first;
+  for (std::size_t i = 0; i < n; ++i) {
+    array.values[i] = load_element(base + source * type->size, *type);
+    for (std::size_t k = rank; k-- > 0;) {
+      const std::uint64_t start = k == 0 ? first : 0;
+      if (++index[k] < end[k]) {
+        source += stride[k];
+        break;
+      }
+      source -= stride[k] * (end[k] - 1 - start);
+      index[k] = start;
+    }
+  }
+  return array;
+}
+
+NpyArray read_npy_array(std::span<const std::uint8_t> data, std::uint64_t max_elements) {
+  return read_npy_records(data, max_elements, 0, std::numeric_limits<std::uint64_t>::max());
+}
+
+NpyArray read_npy_file(const std::string& path, std::uint64_t max_elements) {
+  const core::MappedFile file(path);
+  return read_npy_array(file.bytes(), max_elements);
+}
+
+std::string npy_header_bytes(NpyDtype dtype, std::span<const std::uint64_t> shape) {
+  std::string dict = std::string("{'descr': '") + dtype_descr(dtype) + "', 'fortran_order': False, 'shape': " + shape_text(shape) + ", }";
+  // numpy leaves room to grow the first axis in place: 21 digits in all.
+  if (!shape.empty()) dict.append(21 - std::min<std::size_t>(21, std::to_string(shape[0]).size()), ' ');
+  const std::size_t text_length = dict.size() + 1;  // with the final '\n'
+  bool version1 = true;
+  std::size_t prefix = 10;
+  std::size_t pad = 64 - (prefix + text_length) % 64;
+  if (text_length + pad > 0xFFFF) {
+    version1 = false;
+    prefix = 12;
+    pad = 64 - (prefix + text_length) % 64;
+  }
+  const std::size_t length = text_length + pad;
+  std::string out = "\x93NUMPY";
+  out.push_back(static_cast<char>(version1 ? 1 : 2));
+  out.push_back('\0');
+  const int length_bytes = version1 ? 2 : 4;
+  for (int k = 0; k < length_bytes; ++k) out.push_back(static_cast<char>((length >> (8 * k)) & 0xFF));
+  out += dict;
+  out.append(pad, ' ');
+  out.push_back('\n');
+  return out;
+}
+
+NpyWriter::NpyWriter(const std::string& path, NpyDtype dtype, std::span<const std::uint64_t> shape)
+    : path_(path), partial_path_(path + ".partial"), dtype_(dtype) {
+  total_ = element_count(shape);
+  file_ = std::fopen(partial_path_.c_str(), "wb");
+  if (!file_) {
+    throw core::Error("cannot create " + partial_path_ + ": " + std::strerror(errno), "check that the folder exists and is writable");
+  }
+  const std::string header = npy_header_bytes(dtype, shape);
+  if (std::fwrite(header.data(), 1, header.size(), file_) != header.size()) {
+    const int err = errno;
+    std::fclose(file_);
+    file_ = nullptr;
+    std::remove(partial_path_.c_str());
+    throw core::Error("cannot write " + partial_path_ + ": " + std::strerror(err), "check the free disk space");
+  }
+}
+
+NpyWriter::~NpyWriter() {
+  if (file_) {
+    std::fclose(file_);
+    std::remove(partial_path_.c_str());
+  }
+}
+
+void NpyWriter::write_raw(const void* data, std::size_t count, std::size_t item_size, NpyDtype dtype) {
+  if (!file_) throw std::logic_error("NpyWriter: append after finish");
+  if (dtype != dtype_) throw std::logic_error(std::string("NpyWriter: appending another type to a ") + dtype_descr(dtype_) + " array");
+  if (count > total_ - written_) {
+    throw std::logic_error("NpyWriter: " + std::to_string(written_ + count) + " elements for a shape of " + std::to_string(total_));
+  }
+  const auto* bytes = static_cast<const std::uint8_t*>(data);
+  std::size_t done = 0;
+  if constexpr (std::endian::native == std::endian::little) {
+    done = std::fwrite(bytes, item_size, count, file_);
+  } else {
+    std::vector<std::uint8_t> swapped(item_size);
+    for (std::size_t i = 0; i < count; ++i) {
+      std::reverse_copy(bytes + i * item_size, bytes + (i + 1) * item_size, swapped.begin());
+      if (std::fwrite(swapped.data(), item_size, 1, file_) != 1) break;
+      ++done;
+    }
+  }
+  if (done != count) {
+    throw core::Error("cannot write " + partial_path_ + ": " + std::strerror(errno), "check the free disk space");
+  }
+  written_ += count;
+}
+
+void NpyWriter::append(std::span<const float> values) { write_raw(values.data(), values.size(), 4, NpyDtype::Float32); }
+void NpyWriter::append(std::span<const std::int32_t> values) { write_raw(values.data(), values.size(), 4, NpyDtype::Int32); }
+void NpyWriter::append(std::span<const std::int64_t> values) { write_raw(values.data(), values.size(), 8, NpyDtype::Int64); }
+
+void NpyWriter::finish() {
+  if (!file_) throw std::logic_error("NpyWriter: finish called twice");
+  if (written_ != total_) {
+    throw core::Error("the .npy writer for " + path_ + " got " + std::to_string(written_) + " of the " + std::to_string(total_) +
+                      " elements its shape needs");
+  }
+  const bool closed = std::fclose(file_) == 0;
+  const int err = errno;
+  file_ = nullptr;
+  if (!closed) {
+    std::remove(partial_path_.c_str());
+    throw core::Error("cannot write " + partial_path_ + ": " + std::strerror(err), "check the free disk space");
+  }
+  if (std::rename(partial_path_.c_str(), path_.c_str()) != 0) {
+    const int rename_err = errno;
+    std::remove(partial_path_.c_str());
+    throw core::Error("cannot rename " + partial_path_ + " to " + path_ + ": " + std::strerror(rename_err));
+  }
+}
+
+namespace {
+
+template <typename T>
+void write_whole(const std::string& path, NpyDtype dtype, std::span<const std::uint64_t> shape, std::span<const T> values) {
+  const std::uint64_t count = element_count(shape);
+  if (count != values.size()) {
+    throw core::Error("cannot write " + path + ": the shape " + shape_text(shape) + " needs " + std::to_string(count) +
+                      " values, there are " + std::to_string(values.size()));
+  }
+  NpyWriter writer(path, dtype, shape);
+  writer.append(values);
+  writer.finish();
+}
+
+}  // namespace
+
+void write_npy_f32(const std::string& path, std::span<const std::uint64_t> shape, std::span<const float> values) {
+  write_whole(path, NpyDtype::Float32, shape, values);
+}
+void write_npy_i32(const std::string& path, std::span<const std::uint64_t> shape, std::span<const std::int32_t> values) {
+  write_whole(path, NpyDtype::Int32, shape, values);
+}
+void write_npy_i64(const std::string& path, std::span<const std::uint64_t> shape, std::span<const std::int64_t> values) {
+  write_whole(path, NpyDtype::Int64, shape, values);
 }
 
 }  // namespace aegis::formats

@@ -1,0 +1,159 @@
+#include "aegis/cli/model_loading.h"
+
+#include <filesystem>
+#include <sstream>
+
+#include "aegis/core/error.h"
+#include "aegis/models/http_classifier.h"
+#include "aegis/models/normalized_classifier.h"
+#include "aegis/models/onnx_classifier.h"
+#include "aegis/scan/scan.h"
+
+namespace aegis::cli {
+namespace {
+
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::optional<models::ScoreKind> score_kind(const std::string& text) {
+  if (text == "auto") return std::nullopt;
+  if (text == "logits") return models::ScoreKind::Logits;
+  if (text == "probabilities") return models::ScoreKind::Probabilities;
+  throw core::Error("--scores '" + text + "' is not auto, logits or probabilities", "say what the model returns");
+}
+
+// A model is loaded (and TorchScript's constants unpickled by LibTorch) only after the same static
+// scan `aegis scan` runs has found nothing at high or above in it.
+void scan_before_loading(const std::string& path) {
+  scan::ModelScanner scanner(scan::CallablePolicy{}, scan::ScanOptions{});
+  auto result = scanner.scan({path});
+  std::ostringstream worst;
+  std::size_t serious = 0;
+  for (const auto& finding : result.findings)
+    if (finding.severity >= core::Severity::High) {
+      if (serious++ == 0) worst << finding.rule_id << ": " << finding.title;
+    }
+  if (serious)
+    throw core::Error("refusing to load '" + path + "': the pre-load scan found " + std::to_string(serious) +
+                          " finding(s) at high or above, first " + worst.str(),
+                      "review it with `aegis scan " + path + "`; load it anyway with --trust-model only if you trust its source");
+}
+
+}  // namespace
+
+void add_model_flags(CLI::App& command, ModelFlags& flags) {
+  command.add_option("--model,-m", flags.model,
+                     "TorchScript (.pt), ONNX (.onnx), an endpoint config (.json/.yaml) or an http(s):// URL")
+      ->required();
+  command.add_option("--input-shape", flags.input_shape, "one sample's shape, e.g. 1,28,28 (default: the data's)");
+  command.add_option("--scores", flags.scores, "what the model returns: auto, logits or probabilities");
+  command.add_option("--device", flags.device, "cpu, cuda or cuda:N (TorchScript)");
+  command.add_option("--threads", flags.threads, "model threads (0 = all cores)");
+  command.add_option("--batch", flags.batch, "samples per model call");
+  command.add_option("--mean", flags.mean, "per-channel mean the model subtracts, e.g. 0.5 or 0.485,0.456,0.406");
+  command.add_option("--std", flags.std, "per-channel standard deviation the model divides by");
+  command.add_flag("--trust-model", flags.trust_model, "load the model even if the pre-load scan finds high or critical issues");
+}
+
+void add_data_flags(CLI::App& command, DataFlags& flags) {
+  command.add_option("--data,-d", flags.data,
+                     "Fashion-MNIST/MNIST IDX folder, IDX file, .npy/.npz, image folder or .csv (default: Fashion-MNIST "
+                     "from the Debian package)");
+  command.add_option("--split", flags.split, "test or train (IDX folders, image folders with splits)");
+  command.add_option("--limit", flags.limit, "use the first N samples (0 = all)");
+  command.add_option("--offset", flags.offset, "skip the first N samples");
+  command.add_option("--labels", flags.labels, "labels for an IDX or .npy input");
+  command.add_option("--label-column", flags.label_column, "CSV: the label column (name or index; default the last)");
+  command.add_option("--scale", flags.scale, "multiply raw values by this (default 1/255 for 8-bit data, else 1)");
+  command.add_option("--data-shape", flags.data_shape, "reshape each sample, e.g. 1,28,28 for flat rows");
+  command.add_option("--range", flags.range, "valid value range of the inputs as attacked, LO,HI");
+}
+
+std::vector<std::int64_t> parse_shape(const std::string& text, const std::string& flag) {
+  std::vector<std::int64_t> shape;
+  std::stringstream in(text);
+  std::string part;
+  while (std::getline(in, part, ',')) {
+    try {
+      std::size_t used = 0;
+      long long value = std::stoll(part, &used);
+      if (used != part.size() || value <= 0 || value > (1 << 24)) throw std::invalid_argument(part);
+      shape.push_back(value);
+    } catch (const std::exception&) {
+      throw core::Error(flag + " '" + text + "' is not a list of positive sizes", "write it like 1,28,28");
+    }
+  }
+  return shape;
+}
+
+std::vector<float> parse_floats(const std::string& text, const std::string& flag) {
+  std::vector<float> values;
+  std::stringstream in(text);
+  std::string part;
+  while (std::getline(in, part, ',')) {
+    try {
+      std::size_t used = 0;
+      float value = std::stof(part, &used);
+      if (used != part.size() || !std::isfinite(value)) throw std::invalid_argument(part);
+      values.push_back(value);
+    } catch (const std::exception&) {
+      throw core::Error(flag + " '" + text + "' is not a comma-separated list of numbers", "write it like 0.03,0.1");
+    }
+  }
+  return values;
+}
+
+LoadedModel load_model(const ModelFlags& flags, const std::vector<std::int64_t>& sample_shape) {
+  LoadedModel loaded;
+  const std::string& path = flags.model;
+  auto shape = flags.input_shape.empty() ? sample_shape : parse_shape(flags.input_shape, "--input-shape");
+  const bool url = path.rfind("http://", 0) == 0 || path.rfind("https://", 0) == 0;
+  if (url || ends_with(path, ".json") || ends_with(path, ".yaml") || ends_with(path, ".yml")) {
+    auto config = url ? models::http_config_from_url(path, shape) : models::load_http_config(path);
+    if (config.input_shape.empty()) config.input_shape = shape;
+    if (auto kind = score_kind(flags.scores)) config.scores = *kind;
+    loaded.backend = std::make_unique<models::HttpClassifier>(std::move(config));
+  } else {
+    if (!std::filesystem::exists(path))
+      throw core::Error("no model at '" + path + "'", "give the path of a TorchScript (.pt) or ONNX (.onnx) file");
+    if (!flags.trust_model) scan_before_loading(path);
+    if (ends_with(path, ".onnx")) {
+      models::OnnxOptions options;
+      options.input_shape = flags.input_shape.empty() ? std::vector<std::int64_t>{} : shape;
+      options.scores = score_kind(flags.scores);
+      options.batch = flags.batch;
+      options.threads = flags.threads;
+      loaded.backend = models::load_onnx(path, options);
+    } else {
+      models::TorchScriptOptions options;
+      options.input_shape = shape;
+      options.scores = score_kind(flags.scores);
+      options.device = flags.device;
+      options.threads = flags.threads;
+      options.batch = flags.batch;
+      auto model = models::load_torchscript(path, options);
+      loaded.trainable = model.get();
+      loaded.backend = std::move(model);
+    }
+  }
+  if (!flags.mean.empty() || !flags.std.empty())
+    loaded.normalized = std::make_unique<models::NormalizedClassifier>(
+        *loaded.backend, flags.mean.empty() ? std::vector<float>{} : parse_floats(flags.mean, "--mean"),
+        flags.std.empty() ? std::vector<float>{} : parse_floats(flags.std, "--std"));
+  return loaded;
+}
+
+models::Dataset load_data(const DataFlags& flags) {
+  models::DataOptions options;
+  options.split = flags.split;
+  options.limit = flags.limit;
+  options.offset = flags.offset;
+  options.labels_path = flags.labels;
+  options.label_column = flags.label_column;
+  options.scale = flags.scale;
+  if (!flags.data_shape.empty()) options.shape = parse_shape(flags.data_shape, "--data-shape");
+  return models::load_dataset(flags.data.empty() ? models::kFashionMnistDir : flags.data, options);
+}
+
+}  // namespace aegis::cli

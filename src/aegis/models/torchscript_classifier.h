@@ -1,0 +1,52 @@
+// TorchScript models through LibTorch: the white-box backend (real autograd gradients) and the one
+// that can be trained (adversarial training in `aegis harden`). LibTorch stays behind this header.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "aegis/models/classifier.h"
+
+namespace aegis::models {
+
+struct TorchScriptOptions {
+  std::string device = "cpu";                        // "cpu", "cuda", "cuda:1"
+  int threads = 0;                                   // LibTorch intra-op threads, 0 = all cores
+  std::vector<std::int64_t> input_shape;             // one sample; required (TorchScript does not declare it)
+  std::optional<ScoreKind> scores;                   // unset = detected from a probe forward pass
+  std::size_t batch = 128;
+};
+
+// What adversarial training minimises per batch: cross-entropy on the given (adversarial) inputs
+// (Madry et al.), or TRADES: CE on the clean inputs + beta * KL(p(clean) || p(adversarial)).
+enum class TrainingObjective { CrossEntropy, Trades };
+
+struct TrainingOptions {
+  std::string optimizer = "adam";  // "adam" or "sgd" (momentum 0.9)
+  double learning_rate = 1e-3;
+  double weight_decay = 0.0;
+};
+
+class TrainableClassifier : public Classifier {
+ public:
+  // One optimiser step; returns the batch's mean loss. `x_adv` may equal `x_clean` (clean training).
+  virtual double train_step(std::span<const float> x_clean, std::span<const float> x_adv, std::span<const int> labels,
+                            TrainingObjective objective, double beta) = 0;
+  virtual void set_learning_rate(double learning_rate) = 0;
+  virtual void save(const std::string& path) = 0;
+  // Seconds for `steps` plain LibTorch forward+backward passes (cross-entropy, input gradient) over
+  // x in the same batches: the model's own cost of a white-box step, to weigh attack overhead against.
+  virtual double time_forward_backward(std::span<const float> x, std::span<const int> labels, int steps) = 0;
+};
+
+// Loads a TorchScript archive (torch.jit.save). Throws core::Error with a hint when the file is not
+// TorchScript, the device is unavailable, or a probe forward pass on `input_shape` fails.
+std::unique_ptr<TrainableClassifier> load_torchscript(const std::string& path, const TorchScriptOptions& options,
+                                                      const TrainingOptions& training = {});
+
+// Whether this build's LibTorch can use CUDA, and how many devices it sees.
+int cuda_device_count();
+
+}  // namespace aegis::models
