@@ -41,6 +41,10 @@ demo: build
 	@echo "== aegis scan examples/ =="
 	@./$(BUILD)/aegis scan examples/ --format table; status=$$?; \
 	echo "(exit status $$status: 0 clean, 1 findings at or above --fail-on, 2 error)"; [ $$status -le 1 ]
+	@echo "== aegis attack: FGSM and PGD on the Fashion-MNIST example CNN (first 500 test images) =="
+	@./$(BUILD)/aegis attack --model examples/fashion-mnist/model.pt --data /usr/share/datasets/fashion-mnist \
+	  --split test --limit 500 --attack fgsm,pgd --eps 0.05,0.1,0.2 --steps 20 --format table; status=$$?; \
+	echo "(exit status $$status)"; [ $$status -le 1 ]
 
 fixtures: deps
 	$(PYTHON) tests/fixtures/make_fixtures.py $(FIXTURES)

@@ -3,6 +3,8 @@
 #include <iostream>
 
 #include "aegis/cli/attack_command.h"
+#include "aegis/cli/certify_command.h"
+#include "aegis/cli/harden_command.h"
 #include "aegis/cli/lineage_command.h"
 #include "aegis/cli/scan_command.h"
 #include "aegis/cli/sign_command.h"
@@ -18,6 +20,8 @@ int main(int argc, char** argv) {
   aegis::cli::register_sign_commands(app, exit_code);
   aegis::cli::register_lineage_command(app, exit_code);
   aegis::cli::register_attack_command(app, exit_code);
+  aegis::cli::register_harden_command(app, exit_code);
+  aegis::cli::register_certify_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
