@@ -69,6 +69,13 @@ std::vector<int> predictions(Classifier& model, std::span<const float> x) {
   return out;
 }
 
+// A target per sample: the class `shift` places after its label, among `classes`.
+std::vector<int> shifted_targets(const std::vector<int>& labels, int shift, int classes) {
+  std::vector<int> targets;
+  for (int y : labels) targets.push_back((y + shift) % classes);
+  return targets;
+}
+
 // Two classes with score_1 - score_0 = w . x + b; the boundary passes through the cube's centre.
 struct BinaryLinear {
   std::vector<float> w;
@@ -382,8 +389,7 @@ TEST(WhiteboxAttacks, FgsmTargetedDescendsTheCrossEntropyOfTheTarget) {
   const std::size_t d = 12;
   const auto x = central_points(20, d, 6, 0.1f);
   const auto labels = predictions(lin.model, x);
-  std::vector<int> targets;
-  for (int y : labels) targets.push_back((y + 1) % 4);
+  const auto targets = shifted_targets(labels, 1, 4);
   const float eps = 0.04f;
   auto fgsm = aegis::attacks::make_fgsm({Norm::Linf});
   const auto out = fgsm->run(lin.model, {x, labels, targets}, eps, {0.0f, 1.0f});
@@ -657,8 +663,7 @@ TEST(WhiteboxAttacks, CarliniWagnerTargetedReachesTheTarget) {
   MulticlassLinear lin(12, 4, 33);
   const auto x = central_points(12, 12, 34, 0.1f);
   const auto labels = predictions(lin.model, x);
-  std::vector<int> targets;
-  for (int y : labels) targets.push_back((y + 2) % 4);
+  const auto targets = shifted_targets(labels, 2, 4);
   aegis::attacks::CarliniWagnerOptions options;
   options.max_iterations = 200;
   const auto out = aegis::attacks::make_carlini_wagner_l2(options)->run(lin.model, {x, labels, targets}, 0.0f,
@@ -767,8 +772,7 @@ TEST(WhiteboxAttacks, TargetedGradientAttacksReachTheTarget) {
   const std::size_t d = 12;
   const auto x = central_points(20, d, 52, 0.05f);
   const auto labels = predictions(lin.model, x);
-  std::vector<int> targets;
-  for (int y : labels) targets.push_back((y + 1) % 5);
+  const auto targets = shifted_targets(labels, 1, 5);
   const float eps = 0.25f;
   const Bounds bounds{0.0f, 1.0f};
 

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -40,6 +41,7 @@ struct AttackFlags {
   std::string output_dir;
   bool no_images = false;
   bool reference = false;
+  std::set<std::string> given;  // the flags of the command line, which win over the plan's defaults
 };
 
 attacks::Norm parse_norm(const std::string& text) {
@@ -99,14 +101,17 @@ std::vector<attacks::AttackSpec> load_plan(AttackFlags& flags) {
   try {
     if (flags.model.model.empty() && root["model"]) flags.model.model = relative(root["model"].as<std::string>());
     if (flags.data.data.empty() && root["data"]) flags.data.data = relative(root["data"].as<std::string>());
-    read_if(root, "split", flags.data.split);
-    read_if(root, "limit", flags.data.limit);
-    if (root["range"]) {
+    auto unless_given = [&](const char* flag, const char* key, auto& into) {
+      if (!flags.given.count(flag)) read_if(root, key, into);
+    };
+    unless_given("--split", "split", flags.data.split);
+    unless_given("--limit", "limit", flags.data.limit);
+    if (root["range"] && !flags.given.count("--range")) {
       auto range = root["range"].as<std::vector<float>>();
       if (range.size() != 2) throw core::Error("the plan's range must be [lo, hi]", "write range: [0, 1]");
       flags.data.range = std::to_string(range[0]) + "," + std::to_string(range[1]);
     }
-    read_if(root, "min_robust_accuracy", flags.min_robust_accuracy);
+    unless_given("--min-robust-accuracy", "min_robust_accuracy", flags.min_robust_accuracy);
     if (!root["attacks"] || !root["attacks"].IsSequence())
       throw core::Error("the plan " + flags.plan + " has no `attacks:` list", "see examples/fashion-mnist/attack_plan.yaml");
     std::vector<attacks::AttackSpec> plan;
@@ -300,7 +305,11 @@ void register_attack_command(CLI::App& app, int& exit_code) {
   command->add_flag("--reference", flags->reference,
                     "also time the model's own forward+backward for the same gradient passes (TorchScript)");
   add_common_options(*command, flags->common);
-  command->callback([flags, &exit_code] { exit_code = run_attack(*flags); });
+  command->callback([flags, command, &exit_code] {
+    for (const char* flag : {"--split", "--limit", "--range", "--min-robust-accuracy"})
+      if (command->count(flag) > 0) flags->given.insert(flag);
+    exit_code = run_attack(*flags);
+  });
 }
 
 }  // namespace aegis::cli

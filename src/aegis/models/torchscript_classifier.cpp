@@ -134,15 +134,25 @@ class TorchScriptClassifier : public TrainableClassifier {
 
   void do_gradient(std::span<const float> inputs, std::size_t n, const ScoreGradientFn& fn, std::span<float> grad_inputs,
                    std::span<float> scores) override {
+    // fn is given all n rows at once (callers index their per-sample state by row): a call larger
+    // than one batch is scored first, and back-propagated batch by batch after.
+    const bool one_batch = n <= batch_;
+    if (!one_batch) {
+      do_predict(inputs, n, scores);
+      grad_scores_.assign(n * classes(), 0.0f);
+      fn(scores.first(n * classes()), grad_scores_);
+    }
     for (std::size_t start = 0; start < n; start += batch_) {
       const std::size_t count = std::min(batch_, n - start);
       auto x = to_tensor(inputs.subspan(start * sample_size(), count * sample_size()), count).requires_grad_(true);
       auto out = forward(x);
-      auto score_span = scores.subspan(start * classes(), count * classes());
-      copy_out(out, score_span);
-      grad_scores_.assign(count * classes(), 0.0f);
-      fn(score_span, grad_scores_);
-      auto upstream = torch::from_blob(grad_scores_.data(), {static_cast<std::int64_t>(count), classes_i()}, torch::kFloat32)
+      if (one_batch) {
+        copy_out(out, scores.first(n * classes()));
+        grad_scores_.assign(n * classes(), 0.0f);
+        fn(scores.first(n * classes()), grad_scores_);
+      }
+      auto upstream = torch::from_blob(grad_scores_.data() + start * classes(),
+                                       {static_cast<std::int64_t>(count), classes_i()}, torch::kFloat32)
                           .to(device_);
       out.backward(upstream);
       auto grad = x.grad().to(torch::kCPU).contiguous();

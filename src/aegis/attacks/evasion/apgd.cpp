@@ -125,9 +125,7 @@ class AutoProjectedGradientDescent final : public EvasionAttack {
   }
 
   AttackOutcome run(models::Classifier& model, const AttackInput& input, float eps, const Bounds& bounds) override {
-    validate(model.info(), bounds);
-    detail::check_budget(name(), options_.norm, eps, bounds);
-    const std::size_t n = detail::check_attack_input(model, input, bounds, name());
+    const std::size_t n = detail::check_budgeted_run(*this, model, input, eps, bounds);
     const bool targeted = !input.targets.empty();
     if (targeted && options_.loss == ApgdLoss::Dlr && model.num_classes() < 4)
       throw core::Error("apgd-dlr: the targeted DLR loss uses the four largest logits, and the model has only " +
@@ -301,8 +299,8 @@ class AutoProjectedGradientDescent final : public EvasionAttack {
     }
     // g / ||g|| without AutoAttack's + 1e-12: with saturated softmax outputs the gradient can be
     // that small, and the step would vanish with it.
-    const double length = std::sqrt(detail::sum_of_squares(g));
-    const double unit = length > 0 && std::isfinite(length) ? eta / length : 0.0;
+    const double length = detail::direction_length(g);
+    const double unit = length > 0 ? eta / length : 0.0;
     if (unit < std::numeric_limits<float>::max()) {
       const auto unit_f = static_cast<float>(unit);
       for (std::size_t j = 0; j < d; ++j) z[j] = cur[j] + unit_f * g[j] - x[j];

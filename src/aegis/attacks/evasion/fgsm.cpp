@@ -27,9 +27,7 @@ class FastGradientSignMethod final : public EvasionAttack {
   bool supports_targeted() const override { return true; }
 
   AttackOutcome run(models::Classifier& model, const AttackInput& input, float eps, const Bounds& bounds) override {
-    validate(model.info(), bounds);
-    detail::check_budget(name(), options_.norm, eps, bounds);
-    const std::size_t n = detail::check_attack_input(model, input, bounds, name());
+    const std::size_t n = detail::check_budgeted_run(*this, model, input, eps, bounds);
     const std::size_t d = model.sample_size();
     const std::size_t k = static_cast<std::size_t>(model.num_classes());
     const models::ScoreKind score_kind = model.info().scores;
@@ -58,8 +56,8 @@ class FastGradientSignMethod final : public EvasionAttack {
         if (options_.norm == Norm::Linf) {
           for (std::size_t j = 0; j < d; ++j) adv[j] = x[j] + eps * detail::sign_of(g[j]);
         } else {
-          const double length = std::sqrt(detail::sum_of_squares(std::span<const float>(g, d)));
-          if (!(length > 0) || !std::isfinite(length)) continue;  // no direction: the sample stays as it is
+          const double length = detail::direction_length(std::span<const float>(g, d));
+          if (length == 0) continue;  // no direction: the sample stays as it is
           const auto length_f = static_cast<float>(length);
           if (length_f > 0.0f && std::isfinite(length_f)) {
             for (std::size_t j = 0; j < d; ++j) adv[j] = x[j] + eps * (g[j] / length_f);

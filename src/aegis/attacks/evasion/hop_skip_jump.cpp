@@ -15,44 +15,6 @@
 namespace aegis::attacks {
 namespace {
 
-// The checks every run shares: sizes, labels, targets, and that x lies in the value range.
-std::size_t check_input(const models::Classifier& model, const AttackInput& input, const Bounds& bounds,
-                        const std::string& attack) {
-  const std::size_t d = model.sample_size();
-  const int k = model.num_classes();
-  if (d == 0 || input.x.size() % d != 0)
-    throw core::Error(attack + ": the inputs hold " + std::to_string(input.x.size()) +
-                      " values, not a whole number of samples of " + std::to_string(d));
-  const std::size_t n = input.x.size() / d;
-  if (input.labels.size() != n)
-    throw core::Error(attack + ": " + std::to_string(input.labels.size()) + " labels for " + std::to_string(n) +
-                      " samples");
-  if (!input.targets.empty() && input.targets.size() != n)
-    throw core::Error(attack + ": " + std::to_string(input.targets.size()) + " targets for " + std::to_string(n) +
-                          " samples",
-                      "give one target class per sample, or none for an untargeted attack");
-  for (std::size_t i = 0; i < n; ++i) {
-    if (input.labels[i] < 0 || input.labels[i] >= k)
-      throw core::Error(attack + ": label " + std::to_string(input.labels[i]) + " of sample " + std::to_string(i) +
-                        " is not one of the model's " + std::to_string(k) + " classes");
-    if (!input.targets.empty()) {
-      if (input.targets[i] < 0 || input.targets[i] >= k)
-        throw core::Error(attack + ": target " + std::to_string(input.targets[i]) + " of sample " +
-                          std::to_string(i) + " is not one of the model's " + std::to_string(k) + " classes");
-      if (input.targets[i] == input.labels[i])
-        throw core::Error(attack + ": sample " + std::to_string(i) + " has its own label as target",
-                          "choose a target class other than the true label");
-    }
-  }
-  for (std::size_t j = 0; j < input.x.size(); ++j)
-    if (!(input.x[j] >= bounds.lo && input.x[j] <= bounds.hi))
-      throw core::Error(attack + ": input value " + std::to_string(input.x[j]) + " of sample " +
-                            std::to_string(j / d) + " lies outside the range [" + std::to_string(bounds.lo) + ", " +
-                            std::to_string(bounds.hi) + "]",
-                        "state the range the inputs were scaled to with --range LO,HI");
-  return n;
-}
-
 // Answers "is this point adversarial?" for one sample, from the predicted class only, and keeps
 // its query count within the sample's budget (callers ask remaining() before they spend).
 class DecisionOracle {
@@ -66,19 +28,13 @@ class DecisionOracle {
 
   // Decisions for the m points laid out in `points`; m must not exceed remaining().
   void decide(std::span<const float> points, std::vector<char>& adversarial) {
-    const std::size_t d = model_.sample_size();
-    const std::size_t m = points.size() / d;
-    const std::size_t batch = std::max<std::size_t>(model_.preferred_batch(), 1);
+    const std::size_t m = points.size() / model_.sample_size();
+    scores_.resize(m * classes_);
+    detail::predict_in_batches(model_, points, scores_);
     adversarial.resize(m);
-    scores_.resize(std::min(batch, m) * classes_);
-    for (std::size_t start = 0; start < m; start += batch) {
-      const std::size_t count = std::min(batch, m - start);
-      model_.predict(points.subspan(start * d, count * d), std::span<float>(scores_).first(count * classes_));
-      for (std::size_t i = 0; i < count; ++i) {
-        const int top = models::argmax(std::span<const float>(scores_).subspan(i * classes_, classes_));
-        adversarial[start + i] = target_ >= 0 ? top == target_ : top != label_;
-      }
-    }
+    for (std::size_t i = 0; i < m; ++i)
+      adversarial[i] =
+          detail::is_adversarial(std::span<const float>(scores_).subspan(i * classes_, classes_), label_, target_);
     used_ += m;
   }
 
@@ -128,7 +84,7 @@ class HopSkipJump final : public EvasionAttack {
   AttackOutcome run(models::Classifier& model, const AttackInput& input, float /*eps*/,
                     const Bounds& bounds) override {
     validate(model.info(), bounds);
-    const std::size_t n = check_input(model, input, bounds, name());
+    const std::size_t n = detail::check_attack_input(model, input, bounds, name());
     const std::size_t d = model.sample_size();
     AttackOutcome outcome;
     outcome.x_adv.assign(input.x.begin(), input.x.end());
@@ -341,13 +297,9 @@ class HopSkipJump final : public EvasionAttack {
     const double mean = decision_sum / count;
     // All probes on one side: the baseline would cancel everything; follow (or flee) their mean.
     const bool one_sided = std::fabs(mean) == 1.0;
-    double norm = 0;
-    for (std::size_t j = 0; j < d; ++j) {
+    for (std::size_t j = 0; j < d; ++j)
       direction[j] = one_sided ? mean * plain[j] / count : (weighted[j] - mean * plain[j]) / count;
-      norm += direction[j] * direction[j];
-    }
-    norm = std::sqrt(norm);
-    for (double& v : direction) v = norm > 0 ? v / norm : 0.0;
+    detail::normalise(direction);
   }
 
   HopSkipJumpOptions options_;

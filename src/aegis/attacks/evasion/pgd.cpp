@@ -45,9 +45,7 @@ class ProjectedGradientDescent final : public EvasionAttack {
   }
 
   AttackOutcome run(models::Classifier& model, const AttackInput& input, float eps, const Bounds& bounds) override {
-    validate(model.info(), bounds);
-    detail::check_budget(name(), options_.norm, eps, bounds);
-    const std::size_t n = detail::check_attack_input(model, input, bounds, name());
+    const std::size_t n = detail::check_budgeted_run(*this, model, input, eps, bounds);
     const std::size_t d = model.sample_size();
     const std::size_t k = static_cast<std::size_t>(model.num_classes());
     const float alpha = options_.step_size.value_or(2.5f * eps / static_cast<float>(options_.steps));
@@ -149,11 +147,12 @@ class ProjectedGradientDescent final : public EvasionAttack {
     if (options_.norm == Norm::Linf) {
       for (std::size_t j = 0; j < d; ++j) cur[j] = cur[j] + alpha * detail::sign_of(g[j]);
     } else {
-      const double length = std::sqrt(detail::sum_of_squares(g));
-      if (length > 0 && std::isfinite(length)) {
-        // ART's float32 g * (1 / ||g||); in double where a tiny gradient's reciprocal overflows.
+      const double length = detail::direction_length(g);
+      if (length > 0) {
+        // ART's float32 g * (1 / ||g||); in double where the reciprocal does not fit a float: it
+        // overflows for a tiny gradient, and is 0 for a length beyond the float range.
         const float inverse = 1.0f / static_cast<float>(length);
-        if (std::isfinite(inverse)) {
+        if (std::isfinite(inverse) && inverse > 0.0f) {
           for (std::size_t j = 0; j < d; ++j) cur[j] = cur[j] + alpha * (g[j] * inverse);
         } else {
           for (std::size_t j = 0; j < d; ++j) cur[j] = static_cast<float>(cur[j] + alpha * (g[j] / length));

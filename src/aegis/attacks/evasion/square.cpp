@@ -110,17 +110,13 @@ std::vector<double> centred_block(std::size_t rows, std::size_t cols) {
   const std::size_t squares = std::max(centre_r, centre_c) + 1;
   std::vector<double> tail(squares + 1, 0.0);  // tail[m] = sum_{k>=m} 1/(k+1)^2
   for (std::size_t k = squares; k-- > 0;) tail[k] = tail[k + 1] + 1.0 / static_cast<double>((k + 1) * (k + 1));
-  double sum = 0;
   for (std::size_t r = 0; r < rows; ++r)
     for (std::size_t c = 0; c < cols; ++c) {
       const std::size_t dr = r > centre_r ? r - centre_r : centre_r - r;
       const std::size_t dc = c > centre_c ? c - centre_c : centre_c - c;
-      const double v = tail[std::min(std::max(dr, dc), squares)];
-      block[r * cols + c] = v;
-      sum += v * v;
+      block[r * cols + c] = tail[std::min(std::max(dr, dc), squares)];
     }
-  const double norm = std::sqrt(sum);
-  for (double& v : block) v /= norm;
+  detail::normalise(block);
   return block;
 }
 
@@ -145,10 +141,7 @@ std::vector<double> split_pattern(std::size_t rows, std::size_t cols, std::mt199
         pattern[pr * cols + pc] = sign * block[r * bc + c];
       }
   }
-  double sum = 0;
-  for (double v : pattern) sum += v * v;
-  const double norm = std::sqrt(sum);
-  for (double& v : pattern) v /= norm;
+  detail::normalise(pattern);
   return pattern;
 }
 
@@ -183,61 +176,6 @@ class MarginLoss {
   std::vector<float> row_;
 };
 
-bool reached(std::span<const float> scores, int label, int target) {
-  const int top = models::argmax(scores);
-  return target >= 0 ? top == target : top != label;
-}
-
-void predict_in_batches(models::Classifier& model, std::span<const float> inputs, std::span<float> scores) {
-  const std::size_t d = model.sample_size();
-  const std::size_t k = static_cast<std::size_t>(model.num_classes());
-  const std::size_t n = inputs.size() / d;
-  const std::size_t batch = std::max<std::size_t>(model.preferred_batch(), 1);
-  for (std::size_t start = 0; start < n; start += batch) {
-    const std::size_t m = std::min(batch, n - start);
-    model.predict(inputs.subspan(start * d, m * d), scores.subspan(start * k, m * k));
-  }
-}
-
-// The checks every run shares: sizes, labels, targets and that x lies in the value range (outside
-// it, clipping to the range could leave the eps ball).
-std::size_t check_input(const models::Classifier& model, const AttackInput& input, const Bounds& bounds,
-                        const std::string& attack) {
-  const std::size_t d = model.sample_size();
-  const int k = model.num_classes();
-  if (d == 0 || input.x.size() % d != 0)
-    throw core::Error(attack + ": the inputs hold " + std::to_string(input.x.size()) +
-                      " values, not a whole number of samples of " + std::to_string(d));
-  const std::size_t n = input.x.size() / d;
-  if (input.labels.size() != n)
-    throw core::Error(attack + ": " + std::to_string(input.labels.size()) + " labels for " + std::to_string(n) +
-                      " samples");
-  if (!input.targets.empty() && input.targets.size() != n)
-    throw core::Error(attack + ": " + std::to_string(input.targets.size()) + " targets for " + std::to_string(n) +
-                          " samples",
-                      "give one target class per sample, or none for an untargeted attack");
-  for (std::size_t i = 0; i < n; ++i) {
-    if (input.labels[i] < 0 || input.labels[i] >= k)
-      throw core::Error(attack + ": label " + std::to_string(input.labels[i]) + " of sample " + std::to_string(i) +
-                        " is not one of the model's " + std::to_string(k) + " classes");
-    if (!input.targets.empty()) {
-      if (input.targets[i] < 0 || input.targets[i] >= k)
-        throw core::Error(attack + ": target " + std::to_string(input.targets[i]) + " of sample " +
-                          std::to_string(i) + " is not one of the model's " + std::to_string(k) + " classes");
-      if (input.targets[i] == input.labels[i])
-        throw core::Error(attack + ": sample " + std::to_string(i) + " has its own label as target",
-                          "choose a target class other than the true label");
-    }
-  }
-  for (std::size_t j = 0; j < input.x.size(); ++j)
-    if (!(input.x[j] >= bounds.lo && input.x[j] <= bounds.hi))
-      throw core::Error(attack + ": input value " + std::to_string(input.x[j]) + " of sample " +
-                            std::to_string(j / d) + " lies outside the range [" + std::to_string(bounds.lo) + ", " +
-                            std::to_string(bounds.hi) + "]",
-                        "state the range the inputs were scaled to with --range LO,HI");
-  return n;
-}
-
 class SquareAttack final : public EvasionAttack {
  public:
   explicit SquareAttack(const SquareOptions& options) : options_(options) {}
@@ -261,10 +199,8 @@ class SquareAttack final : public EvasionAttack {
 
   AttackOutcome run(models::Classifier& model, const AttackInput& input, float eps, const Bounds& bounds) override {
     validate(model.info(), bounds);
-    if (!(eps > 0.0f) || !std::isfinite(eps))
-      throw core::Error("square: eps is " + std::to_string(eps) + "; the budget must be a positive finite number",
-                        "give the perturbation budget with --eps, for example 8/255 for Linf on [0, 1] images");
-    const std::size_t n = check_input(model, input, bounds, name());
+    detail::check_positive_budget(name(), eps);
+    const std::size_t n = detail::check_attack_input(model, input, bounds, name());
     const std::size_t d = model.sample_size();
     const std::size_t k = static_cast<std::size_t>(model.num_classes());
     const Geometry geometry = geometry_of(model.info().input_shape, d);
@@ -288,14 +224,14 @@ class SquareAttack final : public EvasionAttack {
 
     MarginLoss loss(model.info());
     std::vector<float> scores(n * k);
-    predict_in_batches(model, outcome.x_adv, scores);
+    detail::predict_in_batches(model, outcome.x_adv, scores);
     std::vector<double> best_loss(n);
     std::vector<char> done(n, 0);
     for (std::size_t i = 0; i < n; ++i) {
       outcome.queries[i] = 1;
       const auto row = std::span<const float>(scores).subspan(i * k, k);
       best_loss[i] = loss(row, input.labels[i], target_of(i));
-      done[i] = reached(row, input.labels[i], target_of(i));
+      done[i] = detail::is_adversarial(row, input.labels[i], target_of(i));
     }
 
     const int iterations = options_.max_queries - 1;
@@ -319,12 +255,12 @@ class SquareAttack final : public EvasionAttack {
           step_l2(geometry, xi, best, cand, p, eps, bounds, rng);
       }
       scores.resize(active.size() * k);
-      predict_in_batches(model, candidates, scores);
+      detail::predict_in_batches(model, candidates, scores);
       for (std::size_t a = 0; a < active.size(); ++a) {
         const std::size_t i = active[a];
         ++outcome.queries[i];
         const auto row = std::span<const float>(scores).subspan(a * k, k);
-        const bool success = reached(row, input.labels[i], target_of(i));
+        const bool success = detail::is_adversarial(row, input.labels[i], target_of(i));
         const double value = loss(row, input.labels[i], target_of(i));
         if (success || value < best_loss[i]) {
           best_loss[i] = value;

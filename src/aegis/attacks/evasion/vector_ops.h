@@ -1,5 +1,6 @@
-// Small numeric helpers the evasion attacks share: norms, projections onto the budget ball and
-// the value range, and the score gradients of the losses they maximise. Internal to attacks/.
+// What the evasion attacks share: the checks of their inputs and budgets, norms, projections onto
+// the budget ball and the value range, and the score gradients of the losses they maximise.
+// Internal to attacks/.
 #pragma once
 
 #include <algorithm>
@@ -29,6 +30,14 @@ inline double linf_norm(std::span<const float> v) {
 }
 
 inline double norm_of(Norm norm, std::span<const float> v) { return norm == Norm::Linf ? linf_norm(v) : l2_norm(v); }
+
+// Divides v by its L2 length; a vector of length zero becomes all zeros.
+inline void normalise(std::span<double> v) {
+  double sum = 0;
+  for (double x : v) sum += x * x;
+  const double length = std::sqrt(sum);
+  for (double& x : v) x = length > 0 ? x / length : 0.0;
+}
 
 // Projects x_adv (one sample) into {x + d : |d|_norm <= eps} ∩ [lo, hi]^D.
 // For L2 the ball projection comes first and the range clip second (as ART and AutoAttack do).
@@ -73,8 +82,7 @@ inline double cross_entropy(models::ScoreKind kind, std::span<const float> score
   return -(static_cast<double>(scores[label]) - top - std::log(sum));
 }
 
-
-// The checks every white-box run shares: whole samples, one label (and at most one target) per
+// The checks every attack run shares: whole samples, one label (and at most one target) per
 // sample, classes the model has, and inputs inside the value range (outside it, clipping to the
 // range could move a sample further than eps). Returns the number of samples.
 inline std::size_t check_attack_input(const models::Classifier& model, const AttackInput& input, const Bounds& bounds,
@@ -118,17 +126,43 @@ inline std::size_t check_attack_input(const models::Classifier& model, const Att
   return n;
 }
 
-// A budget must be a positive finite number, and an Linf budget wider than the value range makes
-// every input reachable (almost always eps given in pixel units for inputs scaled to [0, 1]).
-inline void check_budget(const std::string& attack, Norm norm, float eps, const Bounds& bounds) {
+// A budget must be a positive finite number.
+inline void check_positive_budget(const std::string& attack, float eps) {
   if (!(eps > 0.0f) || !std::isfinite(eps))
     throw core::Error(attack + ": eps is " + std::to_string(eps) + "; the budget must be a positive finite number",
                       "give the perturbation budget with --eps, for example 8/255 for Linf on [0, 1] images");
+}
+
+// A positive finite budget, and not an Linf budget wider than the value range, which makes every
+// input reachable (almost always eps given in pixel units for inputs scaled to [0, 1]).
+inline void check_budget(const std::string& attack, Norm norm, float eps, const Bounds& bounds) {
+  check_positive_budget(attack, eps);
   if (norm == Norm::Linf && static_cast<double>(eps) > static_cast<double>(bounds.hi) - bounds.lo)
     throw core::Error(attack + ": the Linf budget eps = " + std::to_string(eps) + " is wider than the whole value range [" +
                           std::to_string(bounds.lo) + ", " + std::to_string(bounds.hi) +
                           "], so every input would be reachable",
                       "give eps in the units of the inputs: for images scaled to [0, 1], 8/255 = 0.031 rather than 8");
+}
+
+// What a budgeted gradient attack checks before its first query: its own options and the model
+// (validate), the budget and the inputs. Returns the number of samples.
+inline std::size_t check_budgeted_run(const EvasionAttack& attack, const models::Classifier& model,
+                                      const AttackInput& input, float eps, const Bounds& bounds) {
+  attack.validate(model.info(), bounds);
+  check_budget(attack.name(), attack.norm(), eps, bounds);
+  return check_attack_input(model, input, bounds, attack.name());
+}
+
+// Scores for all the samples laid out in `inputs`, asked of the model in its preferred batch size.
+inline void predict_in_batches(models::Classifier& model, std::span<const float> inputs, std::span<float> scores) {
+  const std::size_t d = model.sample_size();
+  const std::size_t k = static_cast<std::size_t>(model.num_classes());
+  const std::size_t n = inputs.size() / d;
+  const std::size_t batch = std::max<std::size_t>(model.preferred_batch(), 1);
+  for (std::size_t start = 0; start < n; start += batch) {
+    const std::size_t m = std::min(batch, n - start);
+    model.predict(inputs.subspan(start * d, m * d), scores.subspan(start * k, m * k));
+  }
 }
 
 // Whether a row of scores is a success: any class but `label` on top (untargeted, target < 0), or
@@ -268,6 +302,13 @@ inline void clip_then_project(Norm norm, float eps, const Bounds& bounds, std::s
   const double length = std::sqrt(sum_of_squares(x_adv));
   const float scale = length > 0 ? static_cast<float>(std::min(1.0, eps / length)) : 0.0f;
   for (std::size_t j = 0; j < d; ++j) x_adv[j] = std::min(std::max(x[j] + x_adv[j] * scale, lo), hi);
+}
+
+// The L2 length of a gradient, or 0 where it gives no direction to follow (all zeros, or a length
+// that is not finite).
+inline double direction_length(std::span<const float> g) {
+  const double length = std::sqrt(sum_of_squares(g));
+  return length > 0 && std::isfinite(length) ? length : 0.0;
 }
 
 // The sign of each gradient entry as -1, 0 or 1 (0 also for NaN, which ART replaces by 0).
