@@ -93,6 +93,8 @@ def score(model, x_adv, y, clean_ok, batch_size):
     return {
         "robust_accuracy": round(100.0 * float(adv_ok.mean()), 3),
         "success_rate": round(100.0 * (n_clean - int(adv_ok.sum())) / n_clean, 3) if n_clean else 0.0,
+        "clean_correct": n_clean,
+        "successes": n_clean - int(adv_ok.sum()),
     }
 
 
@@ -311,6 +313,7 @@ def main():
                 row = {"attack": "hsj", "norm": "linf" if norm == np.inf else "l2", "eps": eps, "params": params,
                        "n": k, "robust_accuracy": round(100.0 * float(robust.mean()), 3),
                        "success_rate": round(100.0 * (int(ok.sum()) - int(robust.sum())) / max(1, int(ok.sum())), 3),
+                       "clean_correct": int(ok.sum()), "successes": int(ok.sum()) - int(robust.sum()),
                        "seconds": round(seconds, 3), "queries": queries,
                        "median_distance_found": None if median is None else round(median, 5),
                        "note": "one run over the first n images, scored at each eps by perturbation size"}
