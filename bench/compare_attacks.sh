@@ -51,6 +51,19 @@ HSJ_STEPS=${HSJ_STEPS:-20}
 HSJ_MAX_QUERIES=${HSJ_MAX_QUERIES:-10000}
 HSJ_EPS=${HSJ_EPS:-1,2,3}
 SUMMARY_ONLY=${SUMMARY_ONLY:-0}
+# aegis pins OpenBLAS (Debian's torch does its Linear layers there) to one thread and lets LibTorch's
+# OpenMP pool use $THREADS; a stock Python process lets OpenBLAS start its own threads as well, which
+# oversubscribes 2 cores (the plain PyTorch forward+backward measured 0.19-0.24 ms per image against
+# 0.145-0.155 ms with OPENBLAS_NUM_THREADS=1). Default: the same setup as aegis. ART_OPENBLAS_THREADS=
+# (empty) runs ART in the stock environment instead.
+ART_OPENBLAS_THREADS=${ART_OPENBLAS_THREADS-1}
+# TUNE_MALLOC=1 keeps glibc from handing LibTorch's large activation buffers back to the kernel after
+# every call (both sides): each model call otherwise page-faults its buffers in afresh, which cost
+# 30-45% of the wall time of PGD and HopSkipJump here. Off by default (stock behaviour of both tools).
+TUNE_MALLOC=${TUNE_MALLOC:-0}
+if [ "$TUNE_MALLOC" = 1 ]; then
+    export GLIBC_TUNABLES=glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=1073741824
+fi
 
 mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
@@ -68,7 +81,8 @@ if [ "$SUMMARY_ONLY" != 1 ]; then
     done
     # Also the model's forward FLOPs (torch profiler) and what a plain float32 GEMM reaches on these
     # threads: the ceiling a forward+backward pass could approach.
-    (cd /tmp && PYTHONPATH="$ART_DIR" "$PYTHON" - "$OUT/meta.json" "$art_commit" "$THREADS" "$MODEL" <<'EOF'
+    (cd /tmp && PYTHONPATH="$ART_DIR" "$PYTHON" - "$OUT/meta.json" "$art_commit" "$THREADS" "$MODEL" \
+        "${ART_OPENBLAS_THREADS:-unset}" "${GLIBC_TUNABLES:-}" <<'EOF'
 import json, os, platform, sys, time
 import torch, art
 torch.set_num_threads(int(sys.argv[3]))
@@ -84,7 +98,7 @@ best = min((lambda t0: (a @ b, time.perf_counter() - t0)[1])(time.perf_counter()
 json.dump({"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "host_cpus": os.cpu_count(), "cpu": cpu,
            "kernel": platform.release(), "python": platform.python_version(), "torch": torch.__version__,
            "art_version": art.__version__, "art_commit": sys.argv[2], "threads": int(sys.argv[3]),
-           "model_forward_flops": flops, "sgemm_1024_gflops": round(2 * 1024 ** 3 / best / 1e9, 1)},
+           "art_openblas_threads": sys.argv[5], "glibc_tunables": sys.argv[6], "model_forward_flops": flops, "sgemm_1024_gflops": round(2 * 1024 ** 3 / best / 1e9, 1)},
           open(sys.argv[1], "w"), indent=2)
 EOF
     ) || exit 2
@@ -124,7 +138,9 @@ aegis_attack() {  # out.json, then aegis attack arguments
 
 art_attack() {  # out.json, then art_attack.py arguments
     local out=$1; shift
-    (cd /tmp && PYTHONPATH="$ART_DIR" "$PYTHON" "$ART_PY" --model "$MODEL" --data "$DATA" --split test \
+    local env=(env)
+    [ -n "$ART_OPENBLAS_THREADS" ] && env+=(OPENBLAS_NUM_THREADS="$ART_OPENBLAS_THREADS")
+    (cd /tmp && "${env[@]}" PYTHONPATH="$ART_DIR" "$PYTHON" "$ART_PY" --model "$MODEL" --data "$DATA" --split test \
         --threads "$THREADS" --batch-size "$BATCH" --json-out "$out" "$@" > /dev/null) \
         || { echo "art_attack.py failed: $*" >&2; return 1; }
 }
@@ -221,7 +237,9 @@ meta = json.load(open(os.path.join(out, "meta.json"))) if os.path.exists(os.path
 print(f"## aegis attack vs ART ({meta.get('date', '?')})\n")
 print(f"- machine: {meta.get('host_cpus', '?')} CPUs ({meta.get('cpu', '?')}), kernel {meta.get('kernel', '?')}; "
       f"torch {meta.get('torch', '?')} (Python side); ART {meta.get('art_version', '?')} at {meta.get('art_commit', '?')}; "
-      f"threads {meta.get('threads', '?')} on both sides")
+      f"threads {meta.get('threads', '?')} on both sides; OPENBLAS_NUM_THREADS for ART: "
+      f"{meta.get('art_openblas_threads', 'unset')} (aegis: 1); GLIBC_TUNABLES (both): "
+      f"{meta.get('glibc_tunables') or 'unset'}")
 if os.path.exists(os.path.join(out, "load.tsv")):
     loads = [l.rstrip("\n").split("\t") for l in open(os.path.join(out, "load.tsv")) if l.strip()]
     print("- load average (1/5/15 min) before each aegis run / before its ART twin / after; wall s of the pair:")
