@@ -1,5 +1,7 @@
 #include "test_support.h"
 
+#include "aegis/models/dataset.h"
+
 #include <fcntl.h>
 #include <zlib.h>
 #include <sys/wait.h>
@@ -92,6 +94,12 @@ TempDir::TempDir(const std::string& prefix) {
 TempDir::~TempDir() {
   std::error_code ec;
   std::filesystem::remove_all(path, ec);
+}
+
+std::string fashion_mnist_missing() {
+  const std::filesystem::path images = std::filesystem::path(models::kFashionMnistDir) / "t10k-images-idx3-ubyte.gz";
+  if (std::filesystem::exists(images)) return {};
+  return "install the Debian package dataset-fashion-mnist (" + images.string() + " is missing)";
 }
 
 }  // namespace aegis::test

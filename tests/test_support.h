@@ -39,4 +39,12 @@ struct TempDir {
   TempDir& operator=(const TempDir&) = delete;
 };
 
+// The real Fashion-MNIST test split comes from the Debian package dataset-fashion-mnist (installed by
+// `make deps`). Empty when it is there; otherwise why a test that needs it cannot run.
+std::string fashion_mnist_missing();
+
 }  // namespace aegis::test
+
+// Skips the calling test, saying why, when the Fashion-MNIST package is not installed.
+#define AEGIS_SKIP_WITHOUT_FASHION_MNIST() \
+  if (auto why = ::aegis::test::fashion_mnist_missing(); !why.empty()) GTEST_SKIP() << why

@@ -20,8 +20,6 @@ using namespace aegis;
 
 std::string example(const std::string& name) { return (aegis::test::source_dir() / "examples/fashion-mnist" / name).string(); }
 
-bool have_data() { return std::filesystem::exists(std::string(models::kFashionMnistDir) + "/t10k-images-idx3-ubyte.gz"); }
-
 double pgd_robust_accuracy(models::Classifier& model, const models::Dataset& test, float eps) {
   attacks::AttackSpec spec;
   spec.name = "pgd";
@@ -33,7 +31,7 @@ double pgd_robust_accuracy(models::Classifier& model, const models::Dataset& tes
 }
 
 TEST(Hardening, PgdAdversarialTrainingBeatsTheStandardModelUnderPgd) {
-  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  AEGIS_SKIP_WITHOUT_FASHION_MNIST();
   models::DataOptions train_options;
   train_options.split = "train";
   train_options.limit = 2000;
@@ -80,7 +78,7 @@ TEST(Hardening, PgdAdversarialTrainingBeatsTheStandardModelUnderPgd) {
 }
 
 TEST(Hardening, TradesAndGaussianTrainAndRejectBadSettings) {
-  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  AEGIS_SKIP_WITHOUT_FASHION_MNIST();
   models::DataOptions train_options;
   train_options.split = "train";
   train_options.limit = 256;
@@ -108,7 +106,7 @@ TEST(Hardening, TradesAndGaussianTrainAndRejectBadSettings) {
 }
 
 TEST(Hardening, SmoothedStandardModelCertifiesMostCorrectSamplesAtSmallRadii) {
-  if (!have_data()) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  AEGIS_SKIP_WITHOUT_FASHION_MNIST();
   models::DataOptions test_options;
   test_options.limit = 20;
   auto test = models::load_dataset(models::kFashionMnistDir, test_options);

@@ -23,10 +23,6 @@ using nlohmann::json;
 
 const fs::path kFashion = models::kFashionMnistDir;
 
-#define SKIP_WITHOUT_FASHION_MNIST()                                                                                  \
-  if (!fs::exists(kFashion / "t10k-images-idx3-ubyte.gz"))                                                          \
-  GTEST_SKIP() << "install the Debian package dataset-fashion-mnist (" << kFashion << ")"
-
 std::string example(const std::string& name) {
   return (source_dir() / "examples" / "fashion-mnist" / name).string();
 }
@@ -59,7 +55,7 @@ const json* result_for(const json& report, const std::string& attack, double eps
 }
 
 TEST(AttackCli, FgsmAndPgdReportRobustAccuracyThatFallsWithTheBudget) {
-  SKIP_WITHOUT_FASHION_MNIST();
+  AEGIS_SKIP_WITHOUT_FASHION_MNIST();
   const std::vector<double> budgets{0.02, 0.05, 0.1};
   const json report = report_of(attack(example("model.pt"), {"--limit", "100", "--attack", "fgsm,pgd", "--eps",
                                                              "0.02,0.05,0.1", "--steps", "10",
@@ -108,7 +104,7 @@ TEST(AttackCli, FgsmAndPgdReportRobustAccuracyThatFallsWithTheBudget) {
 }
 
 TEST(AttackCli, ResultsBelowTheThresholdAreFindingsAndFailOnSetsTheExitCode) {
-  SKIP_WITHOUT_FASHION_MNIST();
+  AEGIS_SKIP_WITHOUT_FASHION_MNIST();
   // FGSM at eps 0.05 leaves this model about 39% accurate on these images: below 0.5 (a finding),
   // but above 0.25 (medium, not high).
   const std::vector<std::string> args{"--limit", "100", "--attack", "fgsm", "--eps", "0.05",
@@ -133,7 +129,7 @@ TEST(AttackCli, ResultsBelowTheThresholdAreFindingsAndFailOnSetsTheExitCode) {
 }
 
 TEST(AttackCli, SquareAttacksTheOnnxModelWithQueriesOnly) {
-  SKIP_WITHOUT_FASHION_MNIST();
+  AEGIS_SKIP_WITHOUT_FASHION_MNIST();
   const CommandResult result = attack(example("model.onnx"), {"--limit", "50", "--attack", "square", "--eps", "0.1",
                                                               "--max-queries", "200", "--min-robust-accuracy", "0"});
   const json report = report_of(result, 0);
@@ -151,7 +147,7 @@ TEST(AttackCli, SquareAttacksTheOnnxModelWithQueriesOnly) {
 }
 
 TEST(AttackCli, GradientAttacksOnTheOnnxModelExitTwoAndNameTheBlackBoxAttacks) {
-  SKIP_WITHOUT_FASHION_MNIST();
+  AEGIS_SKIP_WITHOUT_FASHION_MNIST();
   const CommandResult result = attack(example("model.onnx"), {"--limit", "10", "--attack", "pgd", "--eps", "0.1"});
   EXPECT_EQ(result.exit_code, 2) << result.out;
   EXPECT_TRUE(contains(result.err, "gradients")) << result.err;
@@ -160,7 +156,7 @@ TEST(AttackCli, GradientAttacksOnTheOnnxModelExitTwoAndNameTheBlackBoxAttacks) {
 }
 
 TEST(AttackCli, UnknownAttackExitsTwoWithTheList) {
-  SKIP_WITHOUT_FASHION_MNIST();
+  AEGIS_SKIP_WITHOUT_FASHION_MNIST();
   const CommandResult result =
       attack(example("model.pt"), {"--limit", "10", "--attack", "fgsm,teleport", "--eps", "0.1"});
   EXPECT_EQ(result.exit_code, 2) << result.out;
@@ -171,7 +167,7 @@ TEST(AttackCli, UnknownAttackExitsTwoWithTheList) {
 }
 
 TEST(AttackCli, APlanRunsEveryEntryOnOneCleanPass) {
-  SKIP_WITHOUT_FASHION_MNIST();
+  AEGIS_SKIP_WITHOUT_FASHION_MNIST();
   TempDir dir("aegis_attack_plan");
   const fs::path plan = dir.path / "plan.yaml";
   std::ofstream(plan) << "model: " << example("model.pt") << "\n"
@@ -212,7 +208,7 @@ TEST(AttackCli, APlanRunsEveryEntryOnOneCleanPass) {
 // `--plan attack_plan.yaml --limit 50` still attacks the plan's 1000 images. Disabled until
 // load_plan reads those keys only for flags the command line did not give.
 TEST(AttackCli, CommandLineFlagsOverrideThePlansDefaults) {
-  SKIP_WITHOUT_FASHION_MNIST();
+  AEGIS_SKIP_WITHOUT_FASHION_MNIST();
   TempDir dir("aegis_attack_plan_flags");
   const fs::path plan = dir.path / "plan.yaml";
   std::ofstream(plan) << "model: " << example("model.pt") << "\n"
@@ -247,7 +243,7 @@ with open(out, 'w') as f:
 )";
 
 TEST(AttackCli, OutputDirHoldsAdversarialExamplesNumpyLoadsAndImageGrids) {
-  SKIP_WITHOUT_FASHION_MNIST();
+  AEGIS_SKIP_WITHOUT_FASHION_MNIST();
   TempDir dir("aegis_attack_output");
   const fs::path out = dir.path / "adversarial";
   const json report = report_of(attack(example("model.pt"), {"--limit", "100", "--attack", "fgsm,pgd", "--eps", "0.1",
@@ -287,7 +283,7 @@ TEST(AttackCli, OutputDirHoldsAdversarialExamplesNumpyLoadsAndImageGrids) {
 }
 
 TEST(AttackCli, AMaliciousModelIsRefusedBeforeLoadingUnlessTrusted) {
-  SKIP_WITHOUT_FASHION_MNIST();
+  AEGIS_SKIP_WITHOUT_FASHION_MNIST();
   TempDir dir("aegis_attack_malicious");
   const fs::path model = dir.path / "model.pt";
   fs::copy_file(fixture("malicious/os_system_reduce.pkl"), model);

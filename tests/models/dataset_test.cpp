@@ -29,10 +29,6 @@ using Bytes = std::vector<std::uint8_t>;
 
 const fs::path kFashion = kFashionMnistDir;
 
-#define SKIP_WITHOUT_FASHION_MNIST()                                                                                  \
-  if (!fs::exists(kFashion / "t10k-images-idx3-ubyte.gz"))                                                          \
-  GTEST_SKIP() << "install the Debian package dataset-fashion-mnist (" << kFashion << ")"
-
 // The first n decompressed bytes, read with zlib's own gz reader.
 Bytes gz_head(const fs::path& path, std::size_t n) {
   gzFile file = gzopen(path.c_str(), "rb");
@@ -63,7 +59,7 @@ std::string load_error(const std::string& path, const DataOptions& options = {})
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 TEST(Dataset, FashionMnistTestSplit) {
-  SKIP_WITHOUT_FASHION_MNIST();
+  AEGIS_SKIP_WITHOUT_FASHION_MNIST();
   const Dataset data = load_dataset(kFashion.string());
   ASSERT_EQ(data.size(), 10000u);
   EXPECT_EQ(data.sample_shape, (std::vector<std::int64_t>{1, 28, 28}));
@@ -94,7 +90,7 @@ TEST(Dataset, FashionMnistTestSplit) {
 }
 
 TEST(Dataset, FashionMnistTrainSplitWithOffsetAndLimit) {
-  SKIP_WITHOUT_FASHION_MNIST();
+  AEGIS_SKIP_WITHOUT_FASHION_MNIST();
   DataOptions options;
   options.split = "train";
   options.offset = 59990;
@@ -120,7 +116,7 @@ TEST(Dataset, FashionMnistTrainSplitWithOffsetAndLimit) {
 }
 
 TEST(Dataset, IdxImagesFileFindsItsLabels) {
-  SKIP_WITHOUT_FASHION_MNIST();
+  AEGIS_SKIP_WITHOUT_FASHION_MNIST();
   DataOptions options;
   options.limit = 5;
   const Dataset data = load_dataset((kFashion / "t10k-images-idx3-ubyte.gz").string(), options);
@@ -153,7 +149,7 @@ TEST(Dataset, MissingDataSaysWhatToInstall) {
 }
 
 TEST(Dataset, TruncatedIdxIsAClearError) {
-  SKIP_WITHOUT_FASHION_MNIST();
+  AEGIS_SKIP_WITHOUT_FASHION_MNIST();
   test::TempDir dir("aegis_dataset_cut");
   const Bytes whole = test::read_file(kFashion / "t10k-labels-idx1-ubyte.gz");
   std::ofstream(dir.path / "t10k-labels-idx1-ubyte.gz", std::ios::binary)

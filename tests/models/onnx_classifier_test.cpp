@@ -25,10 +25,6 @@ constexpr std::size_t kClasses = 10;
 
 fs::path example(const std::string& name) { return aegis::test::source_dir() / "examples" / "fashion-mnist" / name; }
 
-#define SKIP_WITHOUT_FASHION_MNIST()                                                                                  \
-  if (!fs::exists(kFashion / "t10k-images-idx3-ubyte.gz"))                                                          \
-  GTEST_SKIP() << "install the Debian package dataset-fashion-mnist (" << kFashion << ")"
-
 std::vector<float> scores_of(Classifier& model, std::span<const float> x) {
   std::vector<float> scores(x.size() / model.sample_size() * static_cast<std::size_t>(model.num_classes()));
   model.predict(x, scores);
@@ -64,7 +60,7 @@ TEST(OnnxClassifier, ReadsTheInputShapeFromTheGraph) {
 }
 
 TEST(OnnxClassifier, ScoresMatchTheTorchScriptExportOfTheSameWeights) {
-  SKIP_WITHOUT_FASHION_MNIST();
+  AEGIS_SKIP_WITHOUT_FASHION_MNIST();
   DataOptions data_options;
   data_options.limit = 32;
   const Dataset data = load_dataset(kFashion.string(), data_options);

@@ -1,5 +1,6 @@
 #include "aegis/cli/model_loading.h"
 
+#include <cmath>
 #include <filesystem>
 #include <sstream>
 
@@ -70,38 +71,45 @@ void add_data_flags(CLI::App& command, DataFlags& flags) {
   command.add_option("--range", flags.range, "valid value range of the inputs as attacked, LO,HI");
 }
 
-std::vector<std::int64_t> parse_shape(const std::string& text, const std::string& flag) {
-  std::vector<std::int64_t> shape;
-  std::stringstream in(text);
-  std::string part;
-  while (std::getline(in, part, ',')) {
-    try {
-      std::size_t used = 0;
-      long long value = std::stoll(part, &used);
-      if (used != part.size() || value <= 0 || value > (1 << 24)) throw std::invalid_argument(part);
-      shape.push_back(value);
-    } catch (const std::exception&) {
-      throw core::Error(flag + " '" + text + "' is not a list of positive sizes", "write it like 1,28,28");
-    }
-  }
-  return shape;
-}
+namespace {
 
-std::vector<float> parse_floats(const std::string& text, const std::string& flag) {
-  std::vector<float> values;
+// Splits "a,b,c" and converts each part with `parse`, which throws on a bad part.
+template <typename T, typename Parse>
+std::vector<T> parse_list(const std::string& text, const std::string& flag, const char* what, const char* example,
+                          Parse parse) {
+  std::vector<T> values;
   std::stringstream in(text);
   std::string part;
   while (std::getline(in, part, ',')) {
     try {
       std::size_t used = 0;
-      float value = std::stof(part, &used);
-      if (used != part.size() || !std::isfinite(value)) throw std::invalid_argument(part);
+      T value = parse(part, used);
+      if (used != part.size()) throw std::invalid_argument(part);
       values.push_back(value);
     } catch (const std::exception&) {
-      throw core::Error(flag + " '" + text + "' is not a comma-separated list of numbers", "write it like 0.03,0.1");
+      throw core::Error(flag + " '" + text + "' is not a comma-separated list of " + what,
+                        std::string("write it like ") + example);
     }
   }
   return values;
+}
+
+}  // namespace
+
+std::vector<std::int64_t> parse_shape(const std::string& text, const std::string& flag) {
+  return parse_list<std::int64_t>(text, flag, "positive sizes", "1,28,28", [](const std::string& part, std::size_t& used) {
+    const long long value = std::stoll(part, &used);
+    if (value <= 0 || value > (1 << 24)) throw std::out_of_range(part);
+    return static_cast<std::int64_t>(value);
+  });
+}
+
+std::vector<float> parse_floats(const std::string& text, const std::string& flag) {
+  return parse_list<float>(text, flag, "numbers", "0.03,0.1", [](const std::string& part, std::size_t& used) {
+    const float value = std::stof(part, &used);
+    if (!std::isfinite(value)) throw std::out_of_range(part);
+    return value;
+  });
 }
 
 LoadedModel load_model(const ModelFlags& flags, const std::vector<std::int64_t>& sample_shape) {
