@@ -12,6 +12,7 @@
 #include "aegis/attacks/evasion_runner.h"
 #include "aegis/cli/common_options.h"
 #include "aegis/cli/model_loading.h"
+#include "aegis/cli/stage_progress.h"
 #include "aegis/core/error.h"
 #include "aegis/core/progress.h"
 
@@ -205,23 +206,10 @@ int run_attack(AttackFlags& flags) {
   options.write_images = !flags.no_images && dataset.is_image;
   options.sample_shape = dataset.sample_shape;
   options.model_label = flags.model.model;
-  std::unique_ptr<core::Progress> progress;
-  std::string current;
-  if (show)
-    options.progress = [&](const std::string& label, std::size_t done, std::size_t total) {
-      if (label != current) {
-        if (progress) progress->finish();
-        progress = std::make_unique<core::Progress>(label, true);
-        progress->set_total(total, total);
-        current = label;
-      }
-      static thread_local std::size_t last = 0;
-      if (done < last) last = 0;
-      progress->advance(done - last);
-      last = done;
-    };
+  StageProgress progress(show);
+  options.progress = [&](const std::string& label, std::size_t done, std::size_t total) { progress.update(label, done, total); };
   auto report = attacks::run_evasion_plan(model, dataset.x, dataset.y, plan, options);
-  if (progress) progress->finish();
+  progress.finish();
 
   nlohmann::json extra;
   extra["model"] = {{"source", model.info().source}, {"backend", model.info().backend},

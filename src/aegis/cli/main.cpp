@@ -4,8 +4,11 @@
 
 #include "aegis/cli/attack_command.h"
 #include "aegis/cli/certify_command.h"
+#include "aegis/cli/extract_command.h"
 #include "aegis/cli/harden_command.h"
 #include "aegis/cli/lineage_command.h"
+#include "aegis/cli/mia_command.h"
+#include "aegis/cli/poison_command.h"
 #include "aegis/cli/scan_command.h"
 #include "aegis/cli/sign_command.h"
 #include "aegis/core/error.h"
@@ -22,6 +25,9 @@ int main(int argc, char** argv) {
   aegis::cli::register_attack_command(app, exit_code);
   aegis::cli::register_harden_command(app, exit_code);
   aegis::cli::register_certify_command(app, exit_code);
+  aegis::cli::register_mia_command(app, exit_code);
+  aegis::cli::register_extract_command(app, exit_code);
+  aegis::cli::register_poison_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

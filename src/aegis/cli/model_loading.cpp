@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "aegis/core/error.h"
+#include "aegis/formats/npy.h"
 #include "aegis/models/http_classifier.h"
 #include "aegis/models/normalized_classifier.h"
 #include "aegis/models/onnx_classifier.h"
@@ -43,8 +44,8 @@ void scan_before_loading(const std::string& path) {
 
 }  // namespace
 
-void add_model_flags(CLI::App& command, ModelFlags& flags) {
-  command.add_option("--model,-m", flags.model,
+void add_model_flags(CLI::App& command, ModelFlags& flags, const std::string& name) {
+  command.add_option(name, flags.model,
                      "TorchScript (.pt), ONNX (.onnx), an endpoint config (.json/.yaml) or an http(s):// URL")
       ->required();
   command.add_option("--input-shape", flags.input_shape, "one sample's shape, e.g. 1,28,28 (default: the data's)");
@@ -162,6 +163,75 @@ models::Dataset load_data(const DataFlags& flags) {
   options.scale = flags.scale;
   if (!flags.data_shape.empty()) options.shape = parse_shape(flags.data_shape, "--data-shape");
   return models::load_dataset(flags.data.empty() ? models::kFashionMnistDir : flags.data, options);
+}
+
+std::vector<std::size_t> load_indices(const std::string& path, std::size_t limit, const std::string& flag) {
+  formats::NpyArray array;
+  try {
+    array = formats::read_npy_file(path, 1ull << 26);
+  } catch (const std::exception& error) {
+    throw core::Error(flag + " " + path + ": " + error.what(), "give a 1-D .npy of record indices, e.g. numpy.save(path, idx)");
+  }
+  if (array.shape.size() != 1)
+    throw core::Error(flag + " " + path + " holds an array of " + std::to_string(array.shape.size()) + " dimensions",
+                      "give a 1-D array of record indices");
+  std::vector<std::size_t> rows;
+  rows.reserve(array.values.size());
+  std::vector<bool> seen(limit, false);
+  for (std::size_t i = 0; i < array.values.size(); ++i) {
+    const float v = array.values[i];
+    if (!(v >= 0) || v != std::floor(v) || v >= static_cast<float>(limit))
+      throw core::Error(flag + " " + path + ": entry " + std::to_string(i) + " (" + std::to_string(v) +
+                            ") is not a record index between 0 and " + std::to_string(limit - 1),
+                        "the indices count records of the split they refer to");
+    const auto row = static_cast<std::size_t>(v);
+    if (seen[row])
+      throw core::Error(flag + " " + path + ": record " + std::to_string(row) + " is listed twice (entry " +
+                            std::to_string(i) + ")",
+                        "list each record once");
+    seen[row] = true;
+    rows.push_back(row);
+  }
+  if (rows.empty()) throw core::Error(flag + " " + path + " lists no records", "give at least one record index");
+  return rows;
+}
+
+models::Dataset select_records(const models::Dataset& data, const std::vector<std::size_t>& rows) {
+  models::Dataset out;
+  out.sample_shape = data.sample_shape;
+  out.class_names = data.class_names;
+  out.description = data.description;
+  out.is_image = data.is_image;
+  const std::size_t sample = data.sample_size();
+  out.x.reserve(rows.size() * sample);
+  out.y.reserve(rows.size());
+  for (auto row : rows) {
+    const auto s = data.sample(row);
+    out.x.insert(out.x.end(), s.begin(), s.end());
+    out.y.push_back(data.y[row]);
+  }
+  return out;
+}
+
+ArchitectureFactory::ArchitectureFactory(std::string path, const ModelFlags& flags, std::vector<std::int64_t> input_shape,
+                                         models::TrainingOptions training)
+    : path_(std::move(path)), training_(std::move(training)) {
+  if (ends_with(path_, ".onnx") || ends_with(path_, ".json") || ends_with(path_, ".yaml") || path_.rfind("http", 0) == 0)
+    throw core::Error("'" + path_ + "' cannot be trained by Aegis: only TorchScript architectures can",
+                      "give a TorchScript file of the architecture (torch.jit.script(model).save('arch.pt'))");
+  if (!std::filesystem::exists(path_)) throw core::Error("no architecture file at '" + path_ + "'", "check the path");
+  if (!flags.trust_model) scan_before_loading(path_);
+  options_.input_shape = std::move(input_shape);
+  options_.scores = score_kind(flags.scores);
+  options_.device = flags.device;
+  options_.threads = flags.threads;
+  options_.batch = flags.batch;
+}
+
+std::unique_ptr<models::TrainableClassifier> ArchitectureFactory::make(std::uint64_t seed) const {
+  auto model = models::load_torchscript(path_, options_, training_);
+  model->reinitialize(seed);
+  return model;
 }
 
 }  // namespace aegis::cli

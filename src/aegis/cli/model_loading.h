@@ -35,7 +35,8 @@ struct DataFlags {
   std::string range = "0,1";
 };
 
-void add_model_flags(CLI::App& command, ModelFlags& flags);
+// `name` is the model option's name, e.g. "--target" for `aegis extract`.
+void add_model_flags(CLI::App& command, ModelFlags& flags, const std::string& name = "--model,-m");
 void add_data_flags(CLI::App& command, DataFlags& flags);
 
 std::vector<std::int64_t> parse_shape(const std::string& text, const std::string& flag);
@@ -54,5 +55,27 @@ struct LoadedModel {
 LoadedModel load_model(const ModelFlags& flags, const std::vector<std::int64_t>& sample_shape);
 
 models::Dataset load_data(const DataFlags& flags);
+
+// Row indices from a 1-D .npy of integers (any integer or float dtype holding whole numbers): each
+// must be below `limit` and appear once. Throws core::Error naming the file, position and value.
+std::vector<std::size_t> load_indices(const std::string& path, std::size_t limit, const std::string& flag);
+
+// The records of `data` at `rows`, in that order (shape, classes and names kept).
+models::Dataset select_records(const models::Dataset& data, const std::vector<std::size_t>& rows);
+
+// A TorchScript architecture trained from scratch again and again (LiRA's reference models,
+// extraction surrogates): scanned once like any model, then loaded and re-initialised per call.
+class ArchitectureFactory {
+ public:
+  ArchitectureFactory(std::string path, const ModelFlags& flags, std::vector<std::int64_t> input_shape,
+                      models::TrainingOptions training);
+  std::unique_ptr<models::TrainableClassifier> make(std::uint64_t seed) const;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  models::TorchScriptOptions options_;
+  models::TrainingOptions training_;
+};
 
 }  // namespace aegis::cli

@@ -4,11 +4,13 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <cmath>
 #include <thread>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
@@ -86,6 +88,85 @@ class TorchScriptClassifier : public TrainableClassifier {
     module_.eval();
     set_parameter_gradients(false);
     return loss.item<double>();
+  }
+
+  double train_step_soft(std::span<const float> x, std::span<const float> target_probabilities) override {
+    const auto n = static_cast<std::int64_t>(target_probabilities.size() / classes());
+    if (!optimizer_) make_optimizer();
+    module_.train();
+    set_parameter_gradients(true);
+    optimizer_->zero_grad();
+    auto target = torch::from_blob(const_cast<float*>(target_probabilities.data()), {n, classes_i()}, torch::kFloat32)
+                      .to(device_);
+    auto log_p = torch::log_softmax(logits_of(forward(to_tensor(x, static_cast<std::size_t>(n)))), 1);
+    auto loss = -(target * log_p).sum(1).mean();
+    loss.backward();
+    optimizer_->step();
+    module_.eval();
+    set_parameter_gradients(false);
+    return loss.item<double>();
+  }
+
+  void reinitialize(std::uint64_t seed) override {
+    torch::NoGradGuard no_grad;
+    torch::manual_seed(seed);  // dropout masks in the training that follows
+    auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+    auto uniform = [&](torch::Tensor& t, double bound) {
+      // Drawn on the CPU so that a seed gives the same weights on every device.
+      auto values = torch::empty(t.sizes(), torch::kFloat32).uniform_(-bound, bound, generator);
+      t.copy_(values);
+    };
+    for (auto submodule : module_.modules()) {
+      std::optional<torch::Tensor> weight, bias;
+      for (const auto& p : submodule.named_parameters(/*recurse=*/false)) {
+        if (p.name == "weight") weight = p.value;
+        if (p.name == "bias") bias = p.value;
+      }
+      if (weight && weight->dim() >= 2) {
+        const double fan_in = static_cast<double>(weight->numel() / weight->size(0));
+        const double bound = 1.0 / std::sqrt(std::max(fan_in, 1.0));
+        uniform(*weight, bound);
+        if (bias) uniform(*bias, bound);
+      } else if (weight && weight->dim() == 1) {
+        weight->fill_(1.0);
+        if (bias) bias->zero_();
+      } else if (bias) {
+        bias->zero_();
+      }
+      for (const auto& b : submodule.named_buffers(/*recurse=*/false)) {
+        auto value = b.value;
+        if (b.name == "running_mean") value.zero_();
+        else if (b.name == "running_var") value.fill_(1.0);
+        else if (b.name == "num_batches_tracked") value.zero_();
+      }
+    }
+    optimizer_.reset();
+    sequence_checked_ = false;
+  }
+
+  std::vector<std::string> layer_names() const override {
+    std::vector<std::string> names;
+    for (const auto& child : module_.named_children()) names.push_back(child.name);
+    return names;
+  }
+
+  std::size_t activations(std::span<const float> inputs, const std::string& layer, std::vector<float>& features) override {
+    const std::size_t n = inputs.size() / sample_size();
+    features.clear();
+    std::size_t width = 0;
+    torch::InferenceMode guard;
+    for (std::size_t start = 0; start < n; start += batch_) {
+      const std::size_t count = std::min(batch_, n - start);
+      auto x = to_tensor(inputs.subspan(start * sample_size(), count * sample_size()), count);
+      auto out = activations_of(x, layer).to(torch::kCPU).to(torch::kFloat32).reshape({static_cast<std::int64_t>(count), -1})
+                     .contiguous();
+      if (start == 0) {
+        width = static_cast<std::size_t>(out.size(1));
+        features.reserve(n * width);
+      }
+      features.insert(features.end(), out.data_ptr<float>(), out.data_ptr<float>() + count * width);
+    }
+    return width;
   }
 
   void set_learning_rate(double learning_rate) override {
@@ -228,6 +309,63 @@ class TorchScriptClassifier : public TrainableClassifier {
     }
   }
 
+  torch::Tensor activations_of(const torch::Tensor& x, const std::string& layer) {
+    if (layer.empty() && module_.find_method("features")) {
+      auto result = module_.run_method("features", x);
+      if (!result.isTensor())
+        throw core::Error("the model's features() returned " + result.tagKind() + ", not a tensor",
+                          "make features(x) return the (batch, ...) activations");
+      return result.toTensor();
+    }
+    std::vector<torch::jit::NameModule> children;
+    for (const auto& child : module_.named_children()) children.push_back(child);
+    if (children.size() < 2)
+      throw core::Error("the model '" + info_.source + "' has " + std::to_string(children.size()) +
+                            " top-level submodule(s): there is no inner layer to read activations from",
+                        "export the model as an nn.Sequential, or add a @torch.jit.export def features(self, x) that "
+                        "returns the penultimate activations");
+    std::size_t stop = children.size() - 2;  // the input of the last submodule
+    if (!layer.empty()) {
+      auto found = std::find_if(children.begin(), children.end(), [&](const auto& c) { return c.name == layer; });
+      if (found == children.end()) {
+        std::string names;
+        for (const auto& c : children) names += (names.empty() ? "" : ", ") + c.name;
+        throw core::Error("the model has no top-level layer '" + layer + "'", "choose one of: " + names);
+      }
+      stop = static_cast<std::size_t>(found - children.begin());
+    }
+    torch::Tensor h = x;
+    torch::Tensor at_layer;
+    try {
+      const std::size_t last = sequence_checked_ ? stop : children.size() - 1;
+      for (std::size_t i = 0; i <= last; ++i) {
+        h = children[i].value.forward({h}).toTensor();
+        if (i == stop) at_layer = h;
+      }
+    } catch (const c10::Error& error) {
+      throw not_a_sequence(std::string(": running its submodules in order failed: ") + error.what_without_backtrace());
+    } catch (const core::Error&) {
+      throw;
+    } catch (const std::exception& error) {  // TorchScript's interpreter throws its own runtime errors
+      throw not_a_sequence(std::string(": running its submodules in order failed: ") + error.what());
+    }
+    if (!sequence_checked_) {
+      // Running the children in order is only the model when forward() is a plain chain.
+      auto expected = forward(x);
+      if (h.sizes() != expected.sizes() || !torch::allclose(h.to(torch::kFloat32), expected, 1e-4, 1e-4))
+        throw not_a_sequence(": running its submodules in order does not give what forward() gives");
+      sequence_checked_ = true;
+    }
+    return at_layer;
+  }
+
+  core::Error not_a_sequence(const std::string& why) const {
+    std::string text = why.size() > 300 ? why.substr(0, 300) + "…" : why;
+    return core::Error("cannot read the activations of '" + info_.source + "'" + text,
+                       "export the model as an nn.Sequential, or add a @torch.jit.export def features(self, x) that "
+                       "returns the penultimate activations");
+  }
+
   void set_parameter_gradients(bool on) {
     for (auto parameter : module_.parameters()) parameter.set_requires_grad(on);
   }
@@ -255,6 +393,7 @@ class TorchScriptClassifier : public TrainableClassifier {
   std::size_t batch_;
   std::vector<float> grad_scores_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  bool sequence_checked_ = false;
 };
 
 }  // namespace

@@ -2,8 +2,10 @@
 // that can be trained (adversarial training in `aegis harden`). LibTorch stays behind this header.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -34,7 +36,24 @@ class TrainableClassifier : public Classifier {
   // One optimiser step; returns the batch's mean loss. `x_adv` may equal `x_clean` (clean training).
   virtual double train_step(std::span<const float> x_clean, std::span<const float> x_adv, std::span<const int> labels,
                             TrainingObjective objective, double beta) = 0;
+  // One optimiser step of cross-entropy against target probabilities (rows of num_classes summing
+  // to one): distillation onto a victim's outputs when a surrogate is fitted in `aegis extract`.
+  virtual double train_step_soft(std::span<const float> x, std::span<const float> target_probabilities) = 0;
   virtual void set_learning_rate(double learning_rate) = 0;
+  // Fresh initial weights drawn as PyTorch's own layers draw them (weights and biases of Linear and
+  // Conv layers U(-1/sqrt(fan_in), 1/sqrt(fan_in)); normalisation layers to identity, running
+  // statistics reset), deterministic for a seed, and a fresh optimiser: the same architecture,
+  // untrained, for LiRA's reference models and extraction surrogates.
+  virtual void reinitialize(std::uint64_t seed) = 0;
+  // Names of the model's top-level submodules, in registration order.
+  virtual std::vector<std::string> layer_names() const = 0;
+  // Activations of `inputs` at the output of the top-level submodule `layer` (or the input of the
+  // last one when `layer` is empty), flattened per sample into `features`; returns their width.
+  // A model with a `features` method (TorchScript @torch.jit.export) is asked through it instead
+  // when `layer` is empty. Otherwise the submodules are run in order, which is only the model when
+  // forward() is a plain sequence: that is checked on the first batch against forward(), and a
+  // model that is not one is refused with what to do.
+  virtual std::size_t activations(std::span<const float> inputs, const std::string& layer, std::vector<float>& features) = 0;
   virtual void save(const std::string& path) = 0;
   // Seconds for `steps` plain LibTorch forward+backward passes (cross-entropy, input gradient) over
   // x in the same batches: the model's own cost of a white-box step, to weigh attack overhead against.
