@@ -235,8 +235,9 @@ std::string markdown_escape(std::string_view text) {
 
 void write_markdown(std::ostream& out, const std::vector<Finding>& findings, const ReportContext& context) {
   out << "# Aegis " << context.command << " report\n\n";
-  out << "Scanned " << context.summary.files_scanned << " file(s), " << context.summary.bytes_scanned
-      << " bytes. Findings: " << findings.size();
+  if (context.summary.files_scanned > 0)
+    out << "Scanned " << context.summary.files_scanned << " file(s), " << context.summary.bytes_scanned << " bytes. ";
+  out << "Findings: " << findings.size();
   for (int s = static_cast<int>(Severity::Critical); s >= 0; --s)
     if (context.summary.counts[s]) out << ", " << context.summary.counts[s] << " " << to_string(static_cast<Severity>(s));
   out << ".\n\n";
@@ -334,7 +335,11 @@ void write_table(std::ostream& out, const std::vector<Finding>& findings, const 
     if (clean) out << "  " << clean << " " << context.group_label << "(s) without findings (--verbose lists them)\n";
     out << "\n";
   }
-  out << context.summary.files_scanned << " file(s), " << context.summary.bytes_scanned / 1000000.0 << " MB scanned: ";
+  // Commands that scan files say how much they read; the others (attack, mia...) just count findings.
+  if (context.summary.files_scanned > 0)
+    out << context.summary.files_scanned << " file(s), " << context.summary.bytes_scanned / 1000000.0 << " MB scanned: ";
+  else
+    out << context.command << ": ";
   if (findings.empty()) {
     out << "no findings\n";
     return;
