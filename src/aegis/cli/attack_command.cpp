@@ -251,16 +251,8 @@ int run_attack(AttackFlags& flags) {
   }
   extra["results"] = results;
 
-  core::ReportContext context;
-  context.command = "attack";
-  context.inputs = {flags.model.model};
-  context.summary = core::summarize(report.findings);
-  context.extra_json = extra.dump();
-  auto format = flags.common.format.empty() ? (isatty(1) ? std::string("table") : std::string("json")) : flags.common.format;
-  if (format == "table") {
-    print_table(std::cout, report, model, dataset.description);
-  }
-  return finish_command(flags.common, report.findings, context);
+  if (table_wanted(flags.common)) print_table(std::cout, report, model, dataset.description);
+  return finish_results(flags.common, "attack", {flags.model.model}, report.findings, extra.dump());
 }
 
 }  // namespace

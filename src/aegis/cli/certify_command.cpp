@@ -5,7 +5,6 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <unistd.h>
 
 #include "aegis/attacks/smoothing.h"
 #include "aegis/cli/common_options.h"
@@ -98,8 +97,7 @@ int run_certify(CertifyFlags& flags) {
                           {"radius", certificates[i].radius}, {"p_lower", certificates[i].p_lower}});
   extra["certificates"] = per_sample;
 
-  auto format = flags.common.format.empty() ? (isatty(1) ? std::string("table") : std::string("json")) : flags.common.format;
-  if (format == "table") {
+  if (table_wanted(flags.common)) {
     std::cout << "smoothed classifier: sigma " << flags.smoothing.sigma << ", n0 " << flags.smoothing.n0 << ", n "
               << flags.smoothing.n << ", alpha " << flags.smoothing.alpha << ", " << n << " samples, " << std::fixed
               << std::setprecision(1) << seconds << " s\n";
@@ -111,12 +109,7 @@ int run_certify(CertifyFlags& flags) {
                 << 100 * certified[r] << "%\n";
     std::cout << "\n";
   }
-  core::ReportContext context;
-  context.command = "certify";
-  context.inputs = {flags.model.model};
-  context.summary = core::summarize(findings);
-  context.extra_json = extra.dump();
-  return finish_command(flags.common, findings, context);
+  return finish_results(flags.common, "certify", {flags.model.model}, findings, extra.dump());
 }
 
 }  // namespace

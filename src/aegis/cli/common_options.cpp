@@ -22,6 +22,21 @@ void add_common_options(CLI::App& command, CommonOptions& options) {
 
 bool progress_wanted(const CommonOptions& options) { return !options.quiet && core::Progress::stderr_is_terminal(); }
 
+bool table_wanted(const CommonOptions& options) {
+  if (!options.format.empty()) return options.format == "table";
+  return options.output.empty() && ::isatty(STDOUT_FILENO) == 1;
+}
+
+int finish_results(const CommonOptions& options, const std::string& command, std::vector<std::string> inputs,
+                   const std::vector<core::Finding>& findings, std::string extra_json) {
+  core::ReportContext context;
+  context.command = command;
+  context.inputs = std::move(inputs);
+  context.summary = core::summarize(findings);
+  context.extra_json = std::move(extra_json);
+  return finish_command(options, findings, context);
+}
+
 int finish_command(const CommonOptions& options, const std::vector<core::Finding>& findings,
                    core::ReportContext context) {
   bool to_terminal = options.output.empty() && ::isatty(STDOUT_FILENO) == 1;

@@ -1,6 +1,5 @@
 #include "aegis/cli/extract_command.h"
 
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -152,8 +151,7 @@ int run_extract(ExtractFlags& flags) {
                      {"optimizer", options.recipe.optimizer}, {"learning_rate", options.recipe.learning_rate}};
   if (!flags.query_log.empty()) extra["query_log"] = flags.query_log;
 
-  auto format = flags.common.format.empty() ? (isatty(1) ? std::string("table") : std::string("json")) : flags.common.format;
-  if (format == "table") {
+  if (table_wanted(flags.common)) {
     std::cout << "target " << target.info().source << ": accuracy " << std::fixed << std::setprecision(1)
               << 100 * report.target_accuracy << "% on " << report.test_records << " held-out records\n\n"
               << std::left << std::setw(10) << "strategy" << std::right << std::setw(10) << "queries" << std::setw(10)
@@ -167,12 +165,7 @@ int run_extract(ExtractFlags& flags) {
     if (!flags.query_log.empty()) std::cout << "\nquery log: " << flags.query_log << "\n";
     std::cout << "\n";
   }
-  core::ReportContext context;
-  context.command = "extract";
-  context.inputs = {flags.model.model};
-  context.summary = core::summarize(report.findings);
-  context.extra_json = extra.dump();
-  return finish_command(flags.common, report.findings, context);
+  return finish_results(flags.common, "extract", {flags.model.model}, report.findings, extra.dump());
 }
 
 }  // namespace

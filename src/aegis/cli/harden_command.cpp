@@ -3,7 +3,6 @@
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <unistd.h>
 
 #include "aegis/attacks/adversarial_training.h"
 #include "aegis/attacks/evasion_runner.h"
@@ -80,8 +79,7 @@ int run_harden(HardenFlags& flags) {
   extra["pgd_robust_accuracy"] = evaluation.results.empty() ? 0.0 : evaluation.results[0].robust_accuracy;
   extra["evaluation_samples"] = test.size();
 
-  auto format = flags.common.format.empty() ? (isatty(1) ? std::string("table") : std::string("json")) : flags.common.format;
-  if (format == "table") {
+  if (table_wanted(flags.common)) {
     for (const auto& e : epochs)
       std::cout << "epoch " << e.epoch << ": loss " << std::fixed << std::setprecision(4) << e.mean_loss << " ("
                 << std::setprecision(1) << e.seconds << " s)\n";
@@ -90,11 +88,7 @@ int run_harden(HardenFlags& flags) {
               << " L-inf eps " << flags.options.eps << " robust accuracy "
               << 100 * (evaluation.results.empty() ? 0.0 : evaluation.results[0].robust_accuracy) << "%\n\n";
   }
-  core::ReportContext context;
-  context.command = "harden";
-  context.inputs = {flags.model.model};
-  context.extra_json = extra.dump();
-  return finish_command(flags.common, {}, context);
+  return finish_results(flags.common, "harden", {flags.model.model}, {}, extra.dump());
 }
 
 }  // namespace

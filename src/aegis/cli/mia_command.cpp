@@ -1,6 +1,5 @@
 #include "aegis/cli/mia_command.h"
 
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -210,8 +209,7 @@ int run_mia(MiaFlags& flags) {
     extra["lira_variance"] = options.fixed_variance ? "fixed" : "per-record";
   }
 
-  auto format = flags.common.format.empty() ? (isatty(1) ? std::string("table") : std::string("json")) : flags.common.format;
-  if (format == "table") {
+  if (table_wanted(flags.common)) {
     std::cout << "model " << target.info().source << ": accuracy " << percent(report.member_accuracy, 1) << " on "
               << report.members << " members, " << percent(report.nonmember_accuracy, 1) << " on " << report.nonmembers
               << " non-members\n";
@@ -236,12 +234,7 @@ int run_mia(MiaFlags& flags) {
     if (!png_path.empty()) std::cout << "\nwrote " << scores_path << ", " << png_path << ", " << svg_path << "\n";
     std::cout << "\n";
   }
-  core::ReportContext context;
-  context.command = "mia";
-  context.inputs = {flags.model.model};
-  context.summary = core::summarize(report.findings);
-  context.extra_json = extra.dump();
-  return finish_command(flags.common, report.findings, context);
+  return finish_results(flags.common, "mia", {flags.model.model}, report.findings, extra.dump());
 }
 
 }  // namespace

@@ -1,6 +1,5 @@
 #include "aegis/cli/poison_command.h"
 
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -133,8 +132,7 @@ int run_poison(PoisonFlags& flags) {
   }
   if (!suspects_path.empty()) extra["suspects_file"] = suspects_path;
 
-  auto format = flags.common.format.empty() ? (isatty(1) ? std::string("table") : std::string("json")) : flags.common.format;
-  if (format == "table") {
+  if (table_wanted(flags.common)) {
     std::cout << report.records << " records, model agrees with " << std::fixed << std::setprecision(1)
               << 100 * report.agreement_with_labels << "% of their labels";
     if (report.feature_width) std::cout << "; activations of width " << report.feature_width;
@@ -166,12 +164,7 @@ int run_poison(PoisonFlags& flags) {
     if (!suspects_path.empty()) std::cout << "all records' scores: " << suspects_path << "\n";
     std::cout << "\n";
   }
-  core::ReportContext context;
-  context.command = "poison";
-  context.inputs = {flags.model.model, flags.data.data};
-  context.summary = core::summarize(report.findings);
-  context.extra_json = extra.dump();
-  return finish_command(flags.common, report.findings, context);
+  return finish_results(flags.common, "poison", {flags.model.model, flags.data.data}, report.findings, extra.dump());
 }
 
 }  // namespace

@@ -31,7 +31,9 @@ class TorchScriptClassifier : public TrainableClassifier {
   TorchScriptClassifier(const std::string& path, const TorchScriptOptions& options, const TrainingOptions& training)
       : training_(training), batch_(options.batch == 0 ? 128 : options.batch) {
     keep_openblas_single_threaded();
-    if (options.threads > 0) torch::set_num_threads(options.threads);
+    // 0 means every core, as the flag says; LibTorch's own default here was one thread.
+    const int threads = options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (torch::get_num_threads() != threads) torch::set_num_threads(threads);
     try {
       device_ = torch::Device(options.device);
     } catch (const std::exception&) {

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "aegis/core/error.h"
+#include "aegis/core/name_list.h"
 
 namespace aegis::attacks {
 namespace {
@@ -17,11 +18,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
-struct NamedStrategy {
-  ExtractionStrategy strategy;
-  const char* name;
-};
-constexpr NamedStrategy kStrategies[] = {
+constexpr core::NamedValue<ExtractionStrategy> kStrategies[] = {
     {ExtractionStrategy::Random, "random"},
     {ExtractionStrategy::Natural, "natural"},
     {ExtractionStrategy::Adaptive, "adaptive"},
@@ -252,29 +249,10 @@ core::Finding stealing_finding(const ExtractionReport& report) {
 
 }  // namespace
 
-std::string to_string(ExtractionStrategy strategy) {
-  for (const auto& s : kStrategies)
-    if (s.strategy == strategy) return s.name;
-  return "unknown";
-}
+std::string to_string(ExtractionStrategy strategy) { return core::name_of<ExtractionStrategy>(strategy, kStrategies); }
 
 std::vector<ExtractionStrategy> parse_extraction_strategies(const std::string& list) {
-  std::vector<ExtractionStrategy> out;
-  std::stringstream stream(list);
-  std::string item;
-  while (std::getline(stream, item, ',')) {
-    item.erase(0, item.find_first_not_of(" \t"));
-    item.erase(item.find_last_not_of(" \t") + 1);
-    if (item.empty()) continue;
-    for (const auto& s : kStrategies) {
-      if ((item == s.name || item == "all") && std::find(out.begin(), out.end(), s.strategy) == out.end())
-        out.push_back(s.strategy);
-    }
-    if (item != "all" && std::none_of(std::begin(kStrategies), std::end(kStrategies), [&](const auto& s) { return item == s.name; }))
-      throw core::Error("unknown extraction strategy '" + item + "'", "choose from random, natural, adaptive, all");
-  }
-  if (out.empty()) throw core::Error("no extraction strategy given", "e.g. --strategy natural,adaptive");
-  return out;
+  return core::parse_name_list<ExtractionStrategy>(list, kStrategies, "extraction strategy", "--strategy natural,adaptive");
 }
 
 ExtractionReport run_extraction(models::Classifier& target, std::span<const float> pool_x, std::span<const int> pool_y,
@@ -309,6 +287,11 @@ ExtractionReport run_extraction(models::Classifier& target, std::span<const floa
                           std::to_string(pool_n),
                       "lower --budget, or give more natural data (--data, --limit)");
   if (options.query_batch == 0 || options.adaptive_round == 0) throw core::Error("query batches must hold at least one query");
+  if (max_budget > options.max_logged_values / (sample + classes))
+    throw core::Error("a budget of " + std::to_string(max_budget) + " queries of " + std::to_string(sample) +
+                          " values would keep more than " + std::to_string(options.max_logged_values) +
+                          " values of queries and answers in memory",
+                      "lower --budget");
 
   ExtractionReport report;
   report.test_records = test_y.size();

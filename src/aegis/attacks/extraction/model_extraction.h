@@ -34,6 +34,7 @@ struct ExtractionOptions {
   std::size_t adaptive_round = 16;          // adaptive: queries per bandit round (one action each)
   double adaptive_step = 0.1;               // adaptive: the bandit's learning rate
   std::uint64_t seed = 0;
+  std::size_t max_logged_values = std::size_t{1} << 28;  // bound on the queries kept (inputs and answers, floats)
 };
 
 // A fresh, untrained surrogate for each budget.

@@ -10,6 +10,7 @@
 
 #include "aegis/attacks/inference/membership_scores.h"
 #include "aegis/core/error.h"
+#include "aegis/core/name_list.h"
 
 namespace aegis::attacks {
 namespace {
@@ -18,11 +19,7 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
-struct NamedAttack {
-  MembershipAttack attack;
-  const char* name;
-};
-constexpr NamedAttack kAttacks[] = {
+constexpr core::NamedValue<MembershipAttack> kAttacks[] = {
     {MembershipAttack::Loss, "loss"},
     {MembershipAttack::Confidence, "confidence"},
     {MembershipAttack::Entropy, "entropy"},
@@ -133,10 +130,11 @@ core::Finding leakage_finding(const MembershipAuditReport& report, const Members
   const auto& ci = best->metrics.tpr_ci[lowest];
   if (ratio >= 10 || auc_low >= 0.75) f.severity = core::Severity::High;
   else if (ratio >= 3 || auc_low >= 0.6) f.severity = core::Severity::Medium;
-  else if (ratio > 1 || auc_low > 0.5) f.severity = core::Severity::Low;
+  else if (ratio >= 1.5 || auc_low >= 0.52) f.severity = core::Severity::Low;
   else f.severity = core::Severity::Info;
-  f.title = f.severity == core::Severity::Info ? "Membership inference found no leakage above chance"
-                                               : "The model reveals which records it was trained on";
+  f.title = f.severity == core::Severity::Info  ? "Membership inference found no leakage above chance"
+            : f.severity == core::Severity::Low ? "A weak membership signal: the model's answers differ slightly on its training records"
+                                                : "The model reveals which records it was trained on";
   std::ostringstream evidence;
   evidence << to_string(best->attack) << " identifies " << percent(tpr) << " of members (95% CI " << percent(ci.low) << "–"
            << percent(ci.high) << ") at " << percent(fpr) << " FPR, at least " << std::setprecision(3) << ratio
@@ -156,33 +154,10 @@ core::Finding leakage_finding(const MembershipAuditReport& report, const Members
 
 }  // namespace
 
-std::string to_string(MembershipAttack attack) {
-  for (const auto& a : kAttacks)
-    if (a.attack == attack) return a.name;
-  return "unknown";
-}
+std::string to_string(MembershipAttack attack) { return core::name_of<MembershipAttack>(attack, kAttacks); }
 
 std::vector<MembershipAttack> parse_membership_attacks(const std::string& list) {
-  std::vector<MembershipAttack> out;
-  std::stringstream stream(list);
-  std::string item;
-  while (std::getline(stream, item, ',')) {
-    item.erase(0, item.find_first_not_of(" \t"));
-    item.erase(item.find_last_not_of(" \t") + 1);
-    if (item.empty()) continue;
-    if (item == "all") {
-      for (const auto& a : kAttacks)
-        if (std::find(out.begin(), out.end(), a.attack) == out.end()) out.push_back(a.attack);
-      continue;
-    }
-    const auto* found = std::find_if(std::begin(kAttacks), std::end(kAttacks), [&](const auto& a) { return item == a.name; });
-    if (found == std::end(kAttacks))
-      throw core::Error("unknown membership-inference attack '" + item + "'",
-                        "choose from loss, confidence, entropy, modified-entropy, shadow, lira-offline, lira-online, all");
-    if (std::find(out.begin(), out.end(), found->attack) == out.end()) out.push_back(found->attack);
-  }
-  if (out.empty()) throw core::Error("no membership-inference attack given", "e.g. --attacks loss,lira-online");
-  return out;
+  return core::parse_name_list<MembershipAttack>(list, kAttacks, "membership-inference attack", "--attacks loss,lira-online");
 }
 
 bool needs_reference_models(MembershipAttack attack) {

@@ -8,15 +8,12 @@
 #include <sstream>
 
 #include "aegis/core/error.h"
+#include "aegis/core/name_list.h"
 
 namespace aegis::attacks {
 namespace {
 
-struct NamedMethod {
-  PoisonMethod method;
-  const char* name;
-};
-constexpr NamedMethod kMethods[] = {
+constexpr core::NamedValue<PoisonMethod> kMethods[] = {
     {PoisonMethod::ActivationClustering, "activation-clustering"},
     {PoisonMethod::SpectralSignature, "spectral-signature"},
     {PoisonMethod::KnnLabelNoise, "knn"},
@@ -109,33 +106,15 @@ void add_findings(PoisonAuditReport& report, const PoisonAuditOptions& options) 
 
 }  // namespace
 
-std::string to_string(PoisonMethod method) {
-  for (const auto& m : kMethods)
-    if (m.method == method) return m.name;
-  return "unknown";
-}
+std::string to_string(PoisonMethod method) { return core::name_of<PoisonMethod>(method, kMethods); }
 
 std::vector<PoisonMethod> parse_poison_methods(const std::string& list) {
-  std::vector<PoisonMethod> out;
-  std::stringstream stream(list);
-  std::string item;
-  while (std::getline(stream, item, ',')) {
-    item.erase(0, item.find_first_not_of(" \t"));
-    item.erase(item.find_last_not_of(" \t") + 1);
-    if (item.empty()) continue;
-    if (item == "knn-label-noise") item = "knn";
-    bool known = item == "all";
-    for (const auto& m : kMethods) {
-      if (item != "all" && item != m.name) continue;
-      known = true;
-      if (std::find(out.begin(), out.end(), m.method) == out.end()) out.push_back(m.method);
-    }
-    if (!known)
-      throw core::Error("unknown poisoning detector '" + item + "'",
-                        "choose from activation-clustering, spectral-signature, knn, confident-learning, all");
-  }
-  if (out.empty()) throw core::Error("no poisoning detector given", "e.g. --methods activation-clustering,spectral-signature");
-  return out;
+  std::string normalised = list;
+  // The detector's long name is accepted too.
+  for (std::size_t at = normalised.find("knn-label-noise"); at != std::string::npos; at = normalised.find("knn-label-noise"))
+    normalised.replace(at, 15, "knn");
+  return core::parse_name_list<PoisonMethod>(normalised, kMethods, "poisoning detector",
+                                             "--methods activation-clustering,spectral-signature");
 }
 
 bool needs_activations(PoisonMethod method) { return method != PoisonMethod::ConfidentLearning; }
@@ -164,6 +143,10 @@ PoisonAuditReport run_poison_audit(models::Classifier& model, models::TrainableC
                           "TorchScript model gives",
                       "give the TorchScript model, or use --methods confident-learning for ONNX and HTTP models");
 
+  if (n > options.max_knn_records &&
+      std::find(options.methods.begin(), options.methods.end(), PoisonMethod::KnnLabelNoise) != options.methods.end())
+    throw core::Error("exact k-NN over " + std::to_string(n) + " records would take hours (it compares every pair)",
+                      "audit a sample (--limit) or leave knn out of --methods");
   PoisonAuditReport report;
   report.records = n;
   if (progress) progress("reading the model's predictions", 0, n);

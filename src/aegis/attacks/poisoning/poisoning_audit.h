@@ -33,6 +33,7 @@ struct PoisonAuditOptions {
   SpectralSignatureOptions spectral;
   KnnLabelNoiseOptions knn;
   std::vector<std::uint8_t> truly_poisoned;  // optional ground truth, one per record
+  std::size_t max_knn_records = 200000;      // k-NN is exact, O(n^2 d): above this it is refused, not run for hours
 };
 
 struct Suspect {
