@@ -45,6 +45,14 @@ demo: build
 	@./$(BUILD)/aegis attack --model examples/fashion-mnist/model.pt --data /usr/share/datasets/fashion-mnist \
 	  --split test --limit 500 --attack fgsm,pgd --eps 0.05,0.1,0.2 --steps 20 --format table; status=$$?; \
 	echo "(exit status $$status)"; [ $$status -le 1 ]
+	@echo "== aegis mia: does the example CNN give away which 2000 training images it saw? =="
+	@mkdir -p $(BUILD)/demo && $(PYTHON) -c "import numpy; numpy.save('$(BUILD)/demo/members.npy', numpy.arange(2000))"
+	@./$(BUILD)/aegis mia --model examples/fashion-mnist/model.pt --members $(BUILD)/demo/members.npy \
+	  --output-dir $(BUILD)/demo/mia --format table; status=$$?; echo "(exit status $$status)"; [ $$status -le 1 ]
+	@echo "== aegis extract: steal a copy of the example CNN with 1000 queries of natural data =="
+	@./$(BUILD)/aegis extract --target examples/fashion-mnist/model.pt --surrogate examples/fashion-mnist/model_init.pt \
+	  --budget 1000 --strategy natural --epochs 5 --test-limit 2000 --format table; status=$$?; \
+	echo "(exit status $$status)"; [ $$status -le 1 ]
 
 fixtures: deps
 	$(PYTHON) tests/fixtures/make_fixtures.py $(FIXTURES)
