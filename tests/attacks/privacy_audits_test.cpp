@@ -256,7 +256,7 @@ TEST_F(PrivacyAudits, LiraSeesMoreMembershipThanTheLossAttackOnAnOverfitModel) {
       });
   EXPECT_EQ(made, 8);
   EXPECT_EQ(report.references, 8);
-  EXPECT_TRUE(std::find(stages.begin(), stages.end(), "training reference model 8/8") != stages.end());
+  EXPECT_TRUE(std::find(stages.begin(), stages.end(), "training 8 reference models") != stages.end());
   EXPECT_GT(report.member_accuracy, report.nonmember_accuracy + 0.15) << "the fixture is overfit";
   EXPECT_GT(report.reference_member_accuracy, report.reference_nonmember_accuracy + 0.1)
       << "reference models trained with the same recipe overfit alike";
@@ -279,6 +279,34 @@ TEST_F(PrivacyAudits, LiraSeesMoreMembershipThanTheLossAttackOnAnOverfitModel) {
   EXPECT_EQ(report.findings[0].rule_id, "mia.membership-leakage");
   EXPECT_GE(report.findings[0].severity, core::Severity::Medium);
   EXPECT_EQ(report.findings[0].atlas, std::vector<std::string>{"AML.T0024.000"});
+}
+
+TEST_F(PrivacyAudits, ReferenceModelsTrainedSideBySideGiveTheSameScores) {
+  const auto records = candidates();
+  auto target = models::load_torchscript(file("overfit.pt").string(), options());
+  auto o = audit_options(file("recipe.yaml"), 4);
+  o.recipe.epochs = 5;
+  o.attacks = {attacks::MembershipAttack::LiraOnline, attacks::MembershipAttack::Shadow};
+  const auto make = [&](int index) {
+    auto m = models::load_torchscript(file("mlp_init.pt").string(), options(), o.recipe.optimizer_options());
+    m->reinitialize(100 + static_cast<std::uint64_t>(index));
+    return m;
+  };
+  std::size_t last_done = 0, last_total = 0;
+  const auto serial = attacks::run_membership_audit(*target, records.x, records.y, 300, o, make);
+  o.parallel_references = 3;
+  const auto side_by_side = attacks::run_membership_audit(
+      *target, records.x, records.y, 300, o, make, [&](const std::string& stage, std::size_t done, std::size_t total) {
+        if (stage != "training 4 reference models") return;
+        EXPECT_GE(done, last_done) << "progress never goes back";
+        last_done = done;
+        last_total = total;
+      });
+  EXPECT_EQ(last_done, last_total);
+  ASSERT_EQ(serial.results.size(), side_by_side.results.size());
+  for (std::size_t a = 0; a < serial.results.size(); ++a)
+    EXPECT_EQ(serial.results[a].scores, side_by_side.results[a].scores) << attacks::to_string(serial.results[a].attack);
+  EXPECT_DOUBLE_EQ(serial.reference_member_accuracy, side_by_side.reference_member_accuracy);
 }
 
 TEST_F(PrivacyAudits, NonMembersAgainstNonMembersShowNoLeakage) {

@@ -7,6 +7,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "aegis/attacks/inference/membership_inference.h"
 #include "aegis/attacks/inference/roc_plot.h"
@@ -26,6 +27,7 @@ struct MiaFlags {
   std::string members, nonmembers;
   std::string attacks;
   int references = 16;
+  int parallel = 0;
   std::string recipe;
   std::string fprs = "0.01,0.001";
   int bootstrap = 200;
@@ -77,6 +79,10 @@ int run_mia(MiaFlags& flags) {
       flags.attacks.empty() ? (references_asked ? std::string("all") : std::string("loss,confidence,entropy,modified-entropy"))
                             : flags.attacks);
   options.references = flags.references;
+  // Reference models side by side, one LibTorch thread each (0: as many as there are cores).
+  const int cores = flags.model.threads > 0 ? flags.model.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (flags.parallel < 0) throw core::Error("--parallel must be 0 (one per core) or more");
+  options.parallel_references = flags.parallel == 0 ? cores : flags.parallel;
   options.bootstrap = flags.bootstrap;
   options.fixed_variance = !flags.per_record_variance;
   options.seed = flags.seed;
@@ -149,7 +155,9 @@ int run_mia(MiaFlags& flags) {
                           "give a recipe with `architecture: arch.pt` (a TorchScript file of the same architecture)");
       architecture = flags.model.model;
     }
-    factory = std::make_unique<ArchitectureFactory>(architecture, flags.model, target.info().input_shape,
+    ModelFlags reference_flags = flags.model;
+    reference_flags.threads = std::max(1, cores / std::max(1, options.parallel_references));
+    factory = std::make_unique<ArchitectureFactory>(architecture, reference_flags, target.info().input_shape,
                                                     options.recipe.optimizer_options());
   }
 
@@ -252,6 +260,8 @@ void register_mia_command(CLI::App& app, int& exit_code) {
                       "loss, confidence, entropy, modified-entropy, shadow, lira-offline, lira-online or all (default: "
                       "the four threshold attacks; all when --recipe is given)");
   command->add_option("--references", flags->references, "reference (shadow) models to train for LiRA and shadow (default 16)");
+  command->add_option("--parallel", flags->parallel,
+                      "reference models trained at once, sharing the cores (default 0: one per core)");
   command->add_option("--recipe", flags->recipe,
                       "YAML training recipe of the target: epochs, batch, optimizer, learning_rate, weight_decay, seed, augment, architecture");
   command->add_option("--fpr", flags->fprs, "false-positive rates to report the TPR at (default 0.01,0.001)");

@@ -1,6 +1,10 @@
 #include "aegis/attacks/inference/membership_inference.h"
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <thread>
 #include <chrono>
 #include <cmath>
 #include <iomanip>
@@ -231,11 +235,16 @@ MembershipAuditReport run_membership_audit(models::Classifier& target, std::span
       for (std::size_t k = 0; k < refs / 2; ++k) in[order[k] * n + i] = 1;
     }
     const auto start = Clock::now();
-    std::vector<float> xin;
-    std::vector<int> yin;
-    const std::size_t per_model = (n / 2) * static_cast<std::size_t>(options.recipe.epochs);
-    for (std::size_t k = 0; k < refs; ++k) {
-      const std::string stage = "training reference model " + std::to_string(k + 1) + "/" + std::to_string(refs);
+    const std::size_t total =
+        static_cast<std::size_t>(std::count(in.begin(), in.end(), 1)) * static_cast<std::size_t>(options.recipe.epochs);
+    const std::string stage = "training " + std::to_string(refs) + " reference models";
+    reference_predictions.resize(refs);
+    std::vector<double> in_accuracy(refs), out_accuracy(refs);
+    std::mutex progress_mutex;
+    std::size_t samples_done = 0;
+    if (progress) progress(stage, 0, total);
+    // Reference model k: trained on its IN records, then asked about every record.
+    const auto train_one = [&](std::size_t k) {
       auto model = make_reference(static_cast<int>(k));
       if (model->num_classes() != target.num_classes() || model->sample_size() != sample)
         throw core::Error("reference model " + std::to_string(k) + " takes " + std::to_string(model->sample_size()) +
@@ -243,8 +252,8 @@ MembershipAuditReport run_membership_audit(models::Classifier& target, std::span
                               " classes, the target takes " + std::to_string(sample) + " and has " +
                               std::to_string(classes),
                           "the recipe's architecture must be the audited model's");
-      xin.clear();
-      yin.clear();
+      std::vector<float> xin;
+      std::vector<int> yin;
       for (std::size_t i = 0; i < n; ++i) {
         if (!in[k * n + i]) continue;
         xin.insert(xin.end(), x.begin() + static_cast<std::ptrdiff_t>(i * sample),
@@ -253,12 +262,16 @@ MembershipAuditReport run_membership_audit(models::Classifier& target, std::span
       }
       auto recipe = options.recipe;
       recipe.seed = options.recipe.seed + 1000003ull * (k + 1);
-      if (progress) progress(stage, 0, per_model);
+      std::size_t last = 0;
       models::fit(*model, xin, yin, recipe, [&](std::size_t done) {
-        if (progress) progress(stage, std::min(done, per_model), per_model);
+        if (!progress) return;
+        const std::lock_guard lock(progress_mutex);
+        samples_done += done - last;
+        last = done;
+        progress(stage, std::min(samples_done, total), total);
       });
-      reference_predictions.push_back(predict_all(*model, x, x_mirrored, n));
-      const auto plain = plain_rows(reference_predictions.back(), n, classes, augmentations);
+      reference_predictions[k] = predict_all(*model, x, x_mirrored, n);
+      const auto plain = plain_rows(reference_predictions[k], n, classes, augmentations);
       // Accuracy on the records this model trained on, and on those it did not.
       std::size_t in_correct = 0, in_count = 0, out_correct = 0, out_count = 0;
       for (std::size_t i = 0; i < n; ++i) {
@@ -272,8 +285,37 @@ MembershipAuditReport run_membership_audit(models::Classifier& target, std::span
           out_correct += correct;
         }
       }
-      report.reference_member_accuracy += in_count ? static_cast<double>(in_correct) / static_cast<double>(in_count) : 0;
-      report.reference_nonmember_accuracy += out_count ? static_cast<double>(out_correct) / static_cast<double>(out_count) : 0;
+      in_accuracy[k] = in_count ? static_cast<double>(in_correct) / static_cast<double>(in_count) : 0;
+      out_accuracy[k] = out_count ? static_cast<double>(out_correct) / static_cast<double>(out_count) : 0;
+    };
+    // Several small models trained side by side, one LibTorch thread each, use the cores better
+    // than one model at a time whose small batches leave threads waiting on each other.
+    const std::size_t workers = std::clamp<std::size_t>(static_cast<std::size_t>(std::max(1, options.parallel_references)), 1, refs);
+    std::atomic<std::size_t> next{0};
+    std::exception_ptr failure;
+    std::mutex failure_mutex;
+    const auto work = [&] {
+      for (std::size_t k = next++; k < refs; k = next++) {
+        try {
+          train_one(k);
+        } catch (...) {
+          const std::lock_guard lock(failure_mutex);
+          if (!failure) failure = std::current_exception();
+          next = refs;  // the others stop after their current model
+        }
+      }
+    };
+    if (workers == 1) {
+      work();
+    } else {
+      std::vector<std::thread> pool;
+      for (std::size_t w = 0; w < workers; ++w) pool.emplace_back(work);
+      for (auto& t : pool) t.join();
+    }
+    if (failure) std::rethrow_exception(failure);
+    for (std::size_t k = 0; k < refs; ++k) {
+      report.reference_member_accuracy += in_accuracy[k];
+      report.reference_nonmember_accuracy += out_accuracy[k];
     }
     report.reference_member_accuracy /= static_cast<double>(refs);
     report.reference_nonmember_accuracy /= static_cast<double>(refs);

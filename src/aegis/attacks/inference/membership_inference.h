@@ -31,6 +31,8 @@ struct MembershipAuditOptions {
   std::vector<MembershipAttack> attacks{MembershipAttack::Loss, MembershipAttack::Confidence,
                                         MembershipAttack::Entropy, MembershipAttack::ModifiedEntropy};
   int references = 16;           // LiRA/shadow reference models; each record is IN for exactly half
+  int parallel_references = 1;   // reference models trained at once (make_reference must then give
+                                 // independent models; give each a share of the cores)
   models::TrainingRecipe recipe;  // how every reference model is trained
   std::vector<double> fprs{0.01, 0.001};
   int bootstrap = 200;            // resamples for the confidence intervals

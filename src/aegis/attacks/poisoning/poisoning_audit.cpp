@@ -162,12 +162,14 @@ PoisonAuditReport run_poison_audit(models::Classifier& model, models::TrainableC
   }
   report.agreement_with_labels = static_cast<double>(agree) / static_cast<double>(n);
   report.predicted = predicted;
+  if (progress) progress("reading the model's predictions", n, n);
   std::vector<float> features;
   if (need_features) {
     if (progress) progress("reading the model's activations", 0, n);
     const auto start = std::chrono::steady_clock::now();
     report.feature_width = white_box->activations(x, options.layer, features);
     report.activation_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (progress) progress("reading the model's activations", n, n);
   }
   const int k = static_cast<int>(classes);
   for (std::size_t m = 0; m < options.methods.size(); ++m) {
