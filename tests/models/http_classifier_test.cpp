@@ -21,6 +21,9 @@
 #include <thread>
 #include <vector>
 
+#include "aegis/attacks/extraction/model_extraction.h"
+#include "aegis/models/dataset.h"
+#include "aegis/models/torchscript_classifier.h"
 #include "aegis/core/error.h"
 
 extern char** environ;
@@ -495,6 +498,44 @@ TEST_F(HttpClassifierTest, FashionMnistCnnScoresEqualTorch) {
   std::vector<float> scores(kFashionSamples * 10);
   model.predict(x, scores);
   expect_scores_near(scores, want);
+}
+
+// Model extraction through the endpoint, as `aegis extract --target http://...` runs it: every query
+// is an HTTP request the server counts, and the stolen copy agrees with the served model.
+TEST_F(HttpClassifierTest, ExtractionStealsTheServedModelWithinItsBudget) {
+  if (!fashion_error_.empty()) GTEST_SKIP() << fashion_error_;
+  models::DataOptions pool_options;
+  pool_options.split = "train";
+  pool_options.limit = 3000;
+  const auto pool = models::load_dataset(models::kFashionMnistDir, pool_options);
+  models::DataOptions test_options;
+  test_options.limit = 500;
+  const auto test = models::load_dataset(models::kFashionMnistDir, test_options);
+
+  HttpEndpointConfig config = http_config_from_url(fashion_->url("/predict"), {1, 28, 28});
+  config.batch_size = 64;
+  config.concurrency = 2;
+  HttpClassifier target(config);
+  const auto before = server_stats(*fashion_)["samples"].get<std::uint64_t>();
+  attacks::ExtractionOptions options;
+  options.strategies = {attacks::ExtractionStrategy::Natural};
+  options.budgets = {1500};
+  options.recipe.epochs = 4;
+  options.recipe.batch = 64;
+  models::TorchScriptOptions surrogate_options;
+  surrogate_options.input_shape = {1, 28, 28};
+  const auto report = attacks::run_extraction(target, pool.x, pool.y, test.x, test.y, options, [&] {
+    auto m = models::load_torchscript(std::string(AEGIS_SOURCE_DIR) + "/examples/fashion-mnist/model_init.pt",
+                                      surrogate_options, options.recipe.optimizer_options());
+    m->reinitialize(3);
+    return m;
+  });
+  ASSERT_EQ(report.results.size(), 1u);
+  EXPECT_GT(report.target_accuracy, 0.85);
+  EXPECT_GT(report.results[0].fidelity, 0.75) << "a copy from 1500 answers agrees with the endpoint";
+  // The budget queries plus one pass over the held-out records, each one input the server classified.
+  EXPECT_EQ(server_stats(*fashion_)["samples"].get<std::uint64_t>() - before, 1500u + 500u);
+  EXPECT_EQ(target.queries(), 1500u + 500u);
 }
 
 TEST_F(HttpClassifierTest, BatchingKeepsTheOrder) {
