@@ -40,4 +40,19 @@ int argmax(std::span<const float> row) {
   return static_cast<int>(std::max_element(row.begin(), row.end()) - row.begin());
 }
 
+void to_probabilities(std::span<float> scores, std::size_t classes, ScoreKind kind) {
+  for (std::size_t r = 0; r < scores.size() / classes; ++r) {
+    float* row = scores.data() + r * classes;
+    double sum = 0;
+    if (kind == ScoreKind::Logits) {
+      const float top = *std::max_element(row, row + classes);
+      for (std::size_t c = 0; c < classes; ++c) sum += (row[c] = std::exp(row[c] - top));
+    } else {
+      for (std::size_t c = 0; c < classes; ++c) sum += (row[c] = std::max(row[c], 0.0f));
+    }
+    if (sum > 0)
+      for (std::size_t c = 0; c < classes; ++c) row[c] = static_cast<float>(row[c] / sum);
+  }
+}
+
 }  // namespace aegis::models

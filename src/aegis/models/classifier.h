@@ -91,4 +91,8 @@ void to_probabilities(ScoreKind kind, std::span<const float> scores, std::span<f
 // Index of the largest score in a row.
 int argmax(std::span<const float> row);
 
+// Rows of `classes` scores turned into probabilities in place: the softmax of logits; probabilities
+// clipped at 0 and renormalised (a row of zeros stays zeros).
+void to_probabilities(std::span<float> scores, std::size_t classes, ScoreKind kind);
+
 }  // namespace aegis::models

@@ -24,23 +24,6 @@ constexpr core::NamedValue<ExtractionStrategy> kStrategies[] = {
     {ExtractionStrategy::Adaptive, "adaptive"},
 };
 
-void to_probabilities(std::span<float> scores, std::size_t classes, models::ScoreKind kind) {
-  for (std::size_t r = 0; r < scores.size() / classes; ++r) {
-    float* row = scores.data() + r * classes;
-    if (kind == models::ScoreKind::Logits) {
-      const float top = *std::max_element(row, row + classes);
-      double sum = 0;
-      for (std::size_t c = 0; c < classes; ++c) sum += (row[c] = std::exp(row[c] - top));
-      for (std::size_t c = 0; c < classes; ++c) row[c] = static_cast<float>(row[c] / sum);
-    } else {
-      double sum = 0;
-      for (std::size_t c = 0; c < classes; ++c) sum += (row[c] = std::max(row[c], 0.0f));
-      if (sum > 0)
-        for (std::size_t c = 0; c < classes; ++c) row[c] = static_cast<float>(row[c] / sum);
-    }
-  }
-}
-
 std::size_t argmax(const float* row, std::size_t classes) {
   return static_cast<std::size_t>(std::max_element(row, row + classes) - row);
 }
@@ -79,7 +62,7 @@ class QueryCollector {
     const auto start = Clock::now();
     std::vector<float> scores(count * classes_);
     target_.predict(inputs, scores);
-    to_probabilities(scores, classes_, target_.info().scores);
+    models::to_probabilities(scores, classes_, target_.info().scores);
     query_seconds_ += seconds_since(start);
     const double ms = 1000.0 * seconds_since(first_);
     log_.inputs.insert(log_.inputs.end(), inputs.begin(), inputs.end());
@@ -185,7 +168,7 @@ void collect_adaptive(QueryCollector& q, std::span<const float> pool_x, std::spa
     used[a] += count;
     guess.resize(count * classes);
     online->predict(batch, guess);
-    to_probabilities(guess, classes, online->info().scores);
+    models::to_probabilities(guess, classes, online->info().scores);
     const auto answers = q.ask(batch, sources);
 
     double cert = 0, div = 0, loss = 0;

@@ -20,18 +20,6 @@ constexpr core::NamedValue<PoisonMethod> kMethods[] = {
     {PoisonMethod::ConfidentLearning, "confident-learning"},
 };
 
-std::vector<float> softmax_rows(std::vector<float> scores, std::size_t classes, models::ScoreKind kind) {
-  if (kind == models::ScoreKind::Probabilities) return scores;
-  for (std::size_t r = 0; r < scores.size() / classes; ++r) {
-    float* row = scores.data() + r * classes;
-    const float top = *std::max_element(row, row + classes);
-    double sum = 0;
-    for (std::size_t c = 0; c < classes; ++c) sum += (row[c] = std::exp(row[c] - top));
-    for (std::size_t c = 0; c < classes; ++c) row[c] = static_cast<float>(row[c] / sum);
-  }
-  return scores;
-}
-
 // Each record's rank within a method as a share (1 = that method's most suspicious record), so that
 // scores on different scales can be put side by side.
 std::vector<double> rank_shares(const std::vector<double>& score) {
@@ -152,7 +140,8 @@ PoisonAuditReport run_poison_audit(models::Classifier& model, models::TrainableC
   if (progress) progress("reading the model's predictions", 0, n);
   std::vector<float> scores(n * classes);
   model.predict(x, scores);
-  const auto probabilities = softmax_rows(std::move(scores), classes, model.info().scores);
+  models::to_probabilities(scores, classes, model.info().scores);
+  const auto& probabilities = scores;
   std::vector<int> predicted(n);
   std::size_t agree = 0;
   for (std::size_t i = 0; i < n; ++i) {
