@@ -240,10 +240,7 @@ PoisonScores activation_clustering(std::span<const float> features, std::size_t 
   const auto start = std::chrono::steady_clock::now();
   check(options);
   const auto by_class = poisoning::records_by_class("activation clustering", features, d, labels, classes);
-  PoisonScores out;
-  out.method = "activation-clustering";
-  out.score.assign(labels.size(), 0.0);
-  out.flagged.assign(labels.size(), 0);
+  auto out = poisoning::no_suspects("activation-clustering", labels.size());
 
   for (int cls = 0; cls < classes; ++cls) {
     const auto& rows = by_class[static_cast<std::size_t>(cls)];

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "aegis/attacks/poisoning/poison_detection.h"
+
 namespace aegis::attacks::poisoning {
 
 // Checks that features hold whole rows of d finite values, one per label, and that every label lies
@@ -30,6 +32,15 @@ inline double uniform01(std::mt19937_64& rng) { return static_cast<double>(rng()
 
 // Uniform in [0, n), n > 0; the modulo bias is below n / 2^64.
 inline std::size_t uniform_index(std::mt19937_64& rng, std::size_t n) { return static_cast<std::size_t>(rng() % n); }
+
+// A detector's result before it looks at anything: n records, none scored or flagged.
+inline PoisonScores no_suspects(std::string method, std::size_t n) {
+  PoisonScores out;
+  out.method = std::move(method);
+  out.score.assign(n, 0.0);
+  out.flagged.assign(n, 0);
+  return out;
+}
 
 // printf-style "%.*f" of value, for the notes.
 std::string fixed(double value, int decimals);

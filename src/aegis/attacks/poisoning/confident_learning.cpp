@@ -44,10 +44,7 @@ PoisonScores confident_learning(std::span<const float> probabilities, std::span<
   for (std::size_t j = 0; j < m; ++j)
     threshold[j] = count[j] > 0 ? threshold[j] / static_cast<double>(count[j]) : std::numeric_limits<double>::infinity();
 
-  PoisonScores out;
-  out.method = "confident-learning";
-  out.score.assign(n, 0.0);
-  out.flagged.assign(n, 0);
+  auto out = poisoning::no_suspects("confident-learning", n);
   // The confident joint, row = given label, column = the class the record confidently belongs to.
   std::vector<std::size_t> joint(m * m, 0);
   std::vector<std::size_t> flagged(m, 0);

@@ -134,10 +134,7 @@ PoisonScores knn_label_noise(std::span<const float> features, std::size_t d, std
 
   const FloatRows z = standardised(features, d);
   const Eigen::VectorXf norms = z.rowwise().squaredNorm();
-  PoisonScores out;
-  out.method = "knn-label-noise";
-  out.score.assign(n, 0.0);
-  out.flagged.assign(n, 0);
+  auto out = poisoning::no_suspects("knn-label-noise", n);
 
   // Distances are symmetric: each tile above the diagonal serves both its blocks, halving the
   // matrix products. The products run unlocked; offering the results to a block's heaps takes

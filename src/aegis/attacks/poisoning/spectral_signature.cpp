@@ -58,10 +58,7 @@ PoisonScores spectral_signature(std::span<const float> features, std::size_t d, 
   const auto start = std::chrono::steady_clock::now();
   check(options);
   const auto by_class = poisoning::records_by_class("spectral signature", features, d, labels, classes);
-  PoisonScores out;
-  out.method = "spectral-signature";
-  out.score.assign(labels.size(), 0.0);
-  out.flagged.assign(labels.size(), 0);
+  auto out = poisoning::no_suspects("spectral-signature", labels.size());
 
   for (int cls = 0; cls < classes; ++cls) {
     const auto& rows = by_class[static_cast<std::size_t>(cls)];
