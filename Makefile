@@ -15,7 +15,8 @@ DEB_PACKAGES := cmake ninja-build g++ ccache pkg-config libcli11-dev nlohmann-js
   libhdf5-dev libprotobuf-dev protobuf-compiler libonnx-dev libssl-dev libsqlite3-dev \
   python3 python3-torch python3-numpy python3-joblib python3-sklearn python3-py7zr p7zip-full libopenblas0-pthread \
   python3-h5py python3-onnx python3-protobuf python3-cryptography \
-  libtorch-dev libopencv-dev libboost-dev libyaml-cpp-dev libeigen3-dev dataset-fashion-mnist openssl
+  libtorch-dev libopencv-dev libboost-dev libyaml-cpp-dev libeigen3-dev dataset-fashion-mnist openssl \
+  libhyperscan-dev libre2-dev libtomlplusplus-dev libphonenumber-dev python3-fake-factory
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -14,7 +14,9 @@ std::vector<Finding> sample_findings() {
   critical.rule_id = "pickle.denied-callable";
   critical.severity = Severity::Critical;
   critical.title = "Pickle imports os.system";
-  critical.location = {"models/evil.pt", "archive/data.pkl", 42};
+  critical.location.file = "models/evil.pt";
+  critical.location.member = "archive/data.pkl";
+  critical.location.offset = 42;
   critical.evidence = "GLOBAL os.system at 0x2a; call os.system ('echo | pwned',)";
   critical.atlas = {"AML.T0010.003", "AML.T0011.000"};
   critical.nist_ai_rmf = {"MEASURE 2.7"};
@@ -23,7 +25,7 @@ std::vector<Finding> sample_findings() {
   low.rule_id = "pickle.trailing-data";
   low.severity = Severity::Low;
   low.title = "Trailing bytes";
-  low.location = {"a b/x.pkl", "", std::nullopt};
+  low.location.file = "a b/x.pkl";
   return {critical, low};
 }
 

@@ -8,6 +8,9 @@
 #include "aegis/cli/harden_command.h"
 #include "aegis/cli/lineage_command.h"
 #include "aegis/cli/mia_command.h"
+#include "aegis/cli/pii_command.h"
+#include "aegis/cli/redact_command.h"
+#include "aegis/cli/train_dp_command.h"
 #include "aegis/cli/poison_command.h"
 #include "aegis/cli/scan_command.h"
 #include "aegis/cli/sign_command.h"
@@ -28,6 +31,9 @@ int main(int argc, char** argv) {
   aegis::cli::register_mia_command(app, exit_code);
   aegis::cli::register_extract_command(app, exit_code);
   aegis::cli::register_poison_command(app, exit_code);
+  aegis::cli::register_pii_command(app, exit_code);
+  aegis::cli::register_redact_command(app, exit_code);
+  aegis::cli::register_train_dp_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

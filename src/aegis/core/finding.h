@@ -21,6 +21,11 @@ struct Location {
   std::string file;
   std::string member;
   std::optional<std::uint64_t> offset;  // byte offset inside the innermost member (or file)
+  // Tabular and text data: the 1-based record (row) or line, and the column (CSV header, JSON key
+  // path joined with '.', SQLite "table.column").
+  std::optional<std::uint64_t> row;
+  std::optional<std::uint64_t> line;
+  std::string column;
 };
 
 struct Finding {
@@ -32,6 +37,9 @@ struct Finding {
   std::vector<std::string> atlas;        // MITRE ATLAS technique ids, e.g. AML.T0010
   std::vector<std::string> nist_ai_rmf;  // NIST AI RMF subcategories, e.g. MEASURE 2.7
   std::string remediation;
+  // Command-specific fields as a serialized JSON object whose members join the finding's JSON
+  // object (for example entity_type and score for PII) and its SARIF properties; empty for none.
+  std::string properties_json;
 };
 
 // Common ATLAS references for artifact findings.

@@ -24,6 +24,9 @@ std::string location_text(const Location& location) {
   std::string text = location.file;
   if (!location.member.empty()) text += "!" + location.member;
   if (location.offset) text += " @" + std::to_string(*location.offset);
+  if (location.row) text += " row " + std::to_string(*location.row);
+  if (location.line) text += ":" + std::to_string(*location.line);
+  if (!location.column.empty()) text += " [" + location.column + "]";
   return text;
 }
 
@@ -31,14 +34,22 @@ ordered_json finding_json(const Finding& finding) {
   ordered_json location = {{"file", finding.location.file}};
   if (!finding.location.member.empty()) location["member"] = finding.location.member;
   if (finding.location.offset) location["offset"] = *finding.location.offset;
-  return {{"rule_id", finding.rule_id},
-          {"severity", to_string(finding.severity)},
-          {"title", finding.title},
-          {"location", location},
-          {"evidence", finding.evidence},
-          {"atlas", finding.atlas},
-          {"nist_ai_rmf", finding.nist_ai_rmf},
-          {"remediation", finding.remediation}};
+  if (finding.location.row) location["row"] = *finding.location.row;
+  if (finding.location.line) location["line"] = *finding.location.line;
+  if (!finding.location.column.empty()) location["column"] = finding.location.column;
+  ordered_json item = {{"rule_id", finding.rule_id},
+                       {"severity", to_string(finding.severity)},
+                       {"title", finding.title},
+                       {"location", location},
+                       {"evidence", finding.evidence},
+                       {"atlas", finding.atlas},
+                       {"nist_ai_rmf", finding.nist_ai_rmf},
+                       {"remediation", finding.remediation}};
+  if (!finding.properties_json.empty()) {
+    const auto properties = ordered_json::parse(finding.properties_json);
+    for (const auto& [key, value] : properties.items()) item[key] = value;
+  }
+  return item;
 }
 
 ordered_json summary_json(const ReportContext& context, std::size_t count) {
@@ -117,8 +128,12 @@ std::string_view security_severity(Severity severity) {
 }
 
 std::string fingerprint(const Finding& finding) {
-  std::size_t h = std::hash<std::string>{}(finding.rule_id + "\n" + finding.location.file + "\n" +
-                                           finding.location.member + "\n" + finding.title);
+  std::string key = finding.rule_id + "\n" + finding.location.file + "\n" + finding.location.member + "\n" + finding.title;
+  // records and lines of data files tell findings apart that share a file and a title
+  if (finding.location.row || finding.location.line || !finding.location.column.empty())
+    key += "\n" + std::to_string(finding.location.row.value_or(0)) + "\n" +
+           std::to_string(finding.location.line.value_or(0)) + "\n" + finding.location.column;
+  std::size_t h = std::hash<std::string>{}(key);
   char buffer[32];
   std::snprintf(buffer, sizeof buffer, "%016zx", h);
   return buffer;
@@ -190,6 +205,8 @@ void write_sarif(std::ostream& out, const std::vector<Finding>& findings, const 
     ordered_json physical = {{"artifactLocation", artifact_location}};
     if (finding.location.offset && finding.location.member.empty())
       physical["region"] = {{"byteOffset", *finding.location.offset}};
+    else if (finding.location.line)
+      physical["region"] = {{"startLine", *finding.location.line}};
     std::string message = finding.title;
     if (!finding.location.member.empty()) message += " [in " + finding.location.member + "]";
     if (!finding.evidence.empty()) message += ". Evidence: " + finding.evidence;
@@ -203,6 +220,12 @@ void write_sarif(std::ostream& out, const std::vector<Finding>& findings, const 
                                {"nist_ai_rmf", finding.nist_ai_rmf}};
     if (!finding.location.member.empty()) properties["member"] = finding.location.member;
     if (finding.location.offset) properties["offset"] = *finding.location.offset;
+    if (finding.location.row) properties["row"] = *finding.location.row;
+    if (!finding.location.column.empty()) properties["column"] = finding.location.column;
+    if (!finding.properties_json.empty()) {
+      const auto extra = ordered_json::parse(finding.properties_json);
+      for (const auto& [key, value] : extra.items()) properties[key] = value;
+    }
     if (auto it = group_of.find(finding.location.file); it != group_of.end()) properties[context.group_label] = it->second;
     result["properties"] = properties;
     results.push_back(result);

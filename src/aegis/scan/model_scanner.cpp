@@ -123,7 +123,9 @@ class ArtifactInspector {
     finding.rule_id = std::move(rule);
     finding.severity = severity;
     finding.title = std::move(title);
-    finding.location = {file_, member, offset};
+    finding.location.file = file_;
+    finding.location.member = member;
+    finding.location.offset = offset;
     finding.evidence = std::move(evidence);
     finding.atlas = atlas;
     finding.nist_ai_rmf = rmf;
