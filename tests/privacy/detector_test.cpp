@@ -12,6 +12,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "aegis/core/error.h"
@@ -451,6 +452,28 @@ TEST(Detector, EverySecretRuleFindsItsSecret) {
     EXPECT_EQ(found[0].rule_id, c.rule_id) << c.text;
     EXPECT_EQ(value_of(c.text, found[0]), c.value) << c.rule_id;
   }
+}
+
+TEST(Detector, TextScannedWholeFindsWhatItsLinesFind) {
+  // Many records in one scan() (a text file), each line ending in a newline: the same detections as
+  // line by line, and no context word reaching across a line into the next.
+  std::vector<std::string> lines;
+  for (const auto& c : true_entities()) lines.push_back(c.text);
+  for (const auto& c : secrets())
+    if (c.text.find('\n') == std::string::npos) lines.push_back(c.text);
+  std::string whole;
+  std::set<std::tuple<std::string, std::size_t, std::size_t>> expected, got;
+  for (const auto& line : lines) {
+    for (const auto& d : shared().scan(line)) expected.insert({d.rule_id, whole.size() + d.begin, whole.size() + d.end});
+    whole += line + "\n";
+  }
+  for (const auto& d : shared().scan(whole)) got.insert({d.rule_id, d.begin, d.end});
+  EXPECT_EQ(got, expected);
+  EXPECT_GE(got.size(), lines.size());
+
+  EXPECT_TRUE(shared().scan("passport\n123456789").empty());
+  EXPECT_TRUE(shared().scan("Patient MRN\n7654321 items shipped").empty());
+  EXPECT_TRUE(shared().scan("date of birth:\n1985-03-14").empty());
 }
 
 TEST(Detector, LowEntropyAndPlaceholderSecretsAreNot) {

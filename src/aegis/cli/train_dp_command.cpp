@@ -5,6 +5,7 @@
 #include <iomanip>
 #include <iostream>
 #include <limits>
+#include <random>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -93,6 +94,11 @@ int run_train_dp(TrainDpFlags& flags) {
   options.momentum = flags.momentum;
   options.seed = flags.seed;
   options.secure_noise = flags.secure_noise;
+  if (flags.secure_noise) {
+    // the subsampling the accountant credits must be unpredictable too, not only the noise
+    std::random_device device;
+    options.seed = (static_cast<std::uint64_t>(device()) << 32) ^ device();
+  }
   models::DpSgdTrainer trainer(flags.model.model, model_options, options);
 
   StageProgress progress(progress_wanted(flags.common));
@@ -230,7 +236,7 @@ void register_train_dp_command(CLI::App& app, int& exit_code) {
   command->add_option("--lr", flags->learning_rate, "learning rate (default 0.1)");
   command->add_option("--momentum", flags->momentum, "SGD momentum (default 0)");
   command->add_option("--seed", flags->seed, "seed of the sampling and, without --secure-noise, of the noise");
-  command->add_flag("--secure-noise", flags->secure_noise, "draw the noise seed from the operating system");
+  command->add_flag("--secure-noise", flags->secure_noise, "noise from OpenSSL's CSPRNG and Poisson sampling seeded by the OS (not reproducible; use for releases)");
   command->add_option("--test-split", flags->test_split, "split the test accuracy is measured on (default test)");
   command->add_option("--test-limit", flags->test_limit, "test records used (default 10000)");
   add_common_options(*command, flags->common);

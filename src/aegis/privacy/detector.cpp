@@ -22,16 +22,18 @@
 //      spans from its start that end where Hyperscan saw a match end are tried.
 //   3. The secret group (secretGroup, else the first non-empty capture group, else the match) is
 //      the entity. Entropy, gitleaks keywords, allowlists, the validator and the context words
-//      (before the match and inside it, and the field name) decide whether it stays and its score.
+//      (before the match on its line and inside it, and the field name) decide whether it stays and
+//      its score.
 //   4. Detections under min_score go; overlaps are resolved (higher score, then longer span).
 //
 // Bounds (any bytes, any length, linear time and bounded memory):
 //   - at most kMaxCandidates (100,000) Hyperscan candidates per scan() call: scanning stops at the
 //     cap, so a text that yields more is only examined up to that point (scan big inputs by line or
 //     field, as pii_scan does); hence also at most 100,000 detections per call;
-//   - RE2 only ever sees a window of at most kMaxWindow (64 KiB) bytes per candidate (4 KiB within
-//     the line for unbounded patterns), and a call feeds RE2 at most 8 x the text size + 1 MiB in
-//     total (past that, the remaining candidates are dropped);
+//   - RE2 only ever sees a window of at most kMaxWindow (64 KiB) bytes per candidate (for patterns
+//     of unbounded width: 4 KiB within the line, or 16 KiB when the pattern can match a newline),
+//     and a call feeds RE2 at most 8 x the text size + 1 MiB in total (past that, the remaining
+//     candidates are dropped);
 //   - texts over 1 GiB are scanned by Hyperscan in 1 GiB pieces that overlap by kMaxWindow.
 // Scratch: each thread keeps one hs_scratch_t (thread_local), grown with hs_alloc_scratch for every
 // database it meets and freed when the thread exits.
@@ -69,7 +71,9 @@ constexpr std::size_t kMaxCandidates = 100'000;
 constexpr std::size_t kMaxWindow = 64 * 1024;
 constexpr std::size_t kChunk = std::size_t{1} << 30;
 constexpr std::size_t kMaxInside = 512;   // bytes of a match searched for context words
-constexpr std::size_t kLineWindow = 4096;  // look-back of an unbounded prefiltered rule (within its line)
+constexpr std::size_t kLineWindow = 4096;     // look-back of an unbounded pattern (within its line)
+constexpr std::size_t kCrossLineWindow = 16 * 1024;  // look-back of an unbounded pattern that can match \n
+constexpr std::size_t kPrefilterSlack = 256;         // look-ahead past a prefiltered candidate's end
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
@@ -361,6 +365,15 @@ Trial try_pattern(const std::string& pattern) {
   return trial;
 }
 
+// Whether a pattern may match a newline (so that its matches can span lines): it has a construct
+// that takes \n (\s, [\s\S], a negated class, (?s), \n itself, ...). A guess on the text of the
+// pattern, erring towards yes.
+bool may_cross_lines(std::string_view pattern) {
+  for (std::string_view construct : {"\\s", "\\S", "\\W", "\\D", "\\v", "\\n", "\\x0a", "\\x0A", "\\pZ", "[^", "(?s", "[[:space:]]", "\\C"})
+    if (pattern.find(construct) != std::string_view::npos) return true;
+  return false;
+}
+
 // A Hyperscan pattern that finds any of `words` (matched without case), with the boundaries
 // has_word() asks for. A word that another, shorter word already finds is left out ("birth" finds
 // "birthday", "passport" finds "passport number"): fewer literals, a faster scan.
@@ -504,6 +517,8 @@ void Detector::Impl::compile(std::vector<RuleSpec> specs) {
       rule.width = std::min(spec.max_width, kMaxWindow);
     } else if (trial.max_width != UINT_MAX) {
       rule.width = std::min<std::size_t>(trial.max_width, kMaxWindow);
+    } else if (may_cross_lines(spec.regex)) {
+      rule.width = kCrossLineWindow;  // a PEM block, a YAML secret over two lines
     } else {
       rule.width = kLineWindow;
       rule.line_window = true;
@@ -682,8 +697,13 @@ std::vector<Detection> Detector::Impl::scan(std::string_view text, std::string_v
     const std::string_view value = text.substr(begin, end - begin);
     if (spec.entropy > 0 && validators::shannon_entropy(value) < spec.entropy) return false;
 
-    // The context window: cw bytes before the match and (a bounded part of) the match itself.
-    const std::size_t from = match_begin > cw ? match_begin - cw : 0;
+    // The context window: cw bytes before the match, not reaching back past the start of its line
+    // (a word on the line before belongs to another record), and a bounded part of the match.
+    std::size_t from = match_begin > cw ? match_begin - cw : 0;
+    if (match_begin > from) {
+      const void* nl = memrchr(text.data() + from, '\n', match_begin - from);
+      if (nl != nullptr) from = static_cast<std::size_t>(static_cast<const char*>(nl) - text.data()) + 1;
+    }
     const std::size_t to = std::min(match_end, match_begin + kMaxInside);
     window.assign(text.data() + from, to - from);
     for (auto& c : window) c = to_lower(c);
@@ -743,10 +763,15 @@ std::vector<Detection> Detector::Impl::scan(std::string_view text, std::string_v
                             const std::vector<std::uint64_t>* ends) {
     for (const auto& [a, b] : windows) {
       std::size_t pos = a;
-      while (pos <= b && spend(b - pos) &&
-             rule.re->Match(text, pos, b, re2::RE2::UNANCHORED, groups.data(), rule.groups)) {
+      while (pos <= b && budget > 0) {
+        // RE2 reads up to the end of the match it finds, or to the window's end when there is none.
+        if (!rule.re->Match(text, pos, b, re2::RE2::UNANCHORED, groups.data(), rule.groups)) {
+          budget -= std::min(budget, b - pos);
+          break;
+        }
         const std::size_t mb = static_cast<std::size_t>(groups[0].data() - text.data());
         std::size_t me = mb + groups[0].size();
+        budget -= std::min(budget, me - pos + 1);
         bool ok = me > mb && evaluate(rule, field_context, mb, me);
         if (!ok && ends != nullptr && me > mb) {
           auto it = std::lower_bound(ends->begin(), ends->end(), static_cast<std::uint64_t>(me));
@@ -818,14 +843,18 @@ std::vector<Detection> Detector::Impl::scan(std::string_view text, std::string_v
       for (std::size_t k = first; k < next; ++k) ends.push_back(candidates[k].to);
       std::sort(ends.begin(), ends.end());
       ends.erase(std::unique(ends.begin(), ends.end()), ends.end());
+      // Plain mode: the ends are exact. Prefilter mode: the relaxed pattern may end a little before
+      // the real match (a dropped trailing assertion), so the window reaches kPrefilterSlack further.
+      const std::size_t slack = rule.mode == Mode::Prefilter ? kPrefilterSlack : 0;
       for (const std::uint64_t to : ends) {
         std::size_t a = to > rule.width ? to - rule.width : 0;
-        if (rule.line_window && to > a) {
-          const void* nl = memrchr(text.data() + a, '\n', to - a);
+        if (rule.line_window && to > a + 1) {  // (the match may end with the newline itself)
+          const void* nl = memrchr(text.data() + a, '\n', to - 1 - a);
           if (nl != nullptr) a = static_cast<std::size_t>(static_cast<const char*>(nl) - text.data()) + 1;
         }
-        if (!windows.empty() && a <= windows.back().second) windows.back().second = std::max<std::size_t>(windows.back().second, to);
-        else windows.emplace_back(a, to);
+        const std::size_t b = std::min<std::size_t>(text.size(), to + slack);
+        if (!windows.empty() && a <= windows.back().second) windows.back().second = std::max(windows.back().second, b);
+        else windows.emplace_back(a, b);
       }
       search_windows(rule, field_context, windows, rule.mode == Mode::End ? &ends : nullptr);
     }
