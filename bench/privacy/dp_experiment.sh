@@ -3,7 +3,7 @@
 # infinity (no noise), and what LiRA (aegis mia, online, reference models trained without privacy)
 # still finds at each epsilon.
 #
-#   bench/privacy/dp_experiment.sh            # MLP, 10000 training records, 8 reference models
+#   bench/privacy/dp_experiment.sh            # MLP, 2000 training records, 60 epochs, 8 reference models
 #   ARCH=cnn N=20000 REFS=16 bench/privacy/dp_experiment.sh
 #
 # Writes every JSON report into $OUT and prints a Markdown table (bench/privacy/dp_table.py).
@@ -12,8 +12,8 @@ cd "$(dirname "$0")/../.."
 AEGIS=${AEGIS:-build/aegis}
 OUT=${OUT:-/tmp/aegis-dp-experiment}
 ARCH=${ARCH:-mlp}
-N=${N:-10000}
-EPOCHS=${EPOCHS:-20}
+N=${N:-2000}
+EPOCHS=${EPOCHS:-60}
 BATCH=${BATCH:-256}
 LR=${LR:-0.5}
 CLIP=${CLIP:-1.0}
@@ -22,7 +22,7 @@ EPSILONS=${EPSILONS:-"1 3 8 inf"}
 DELTA=${DELTA:-1e-5}
 
 mkdir -p "$OUT"
-/usr/bin/python3 bench/privacy/make_dp_models.py "$OUT" "$N"
+/usr/bin/python3 bench/privacy/make_dp_models.py "$OUT" "$N" "$EPOCHS"
 for eps in $EPSILONS; do
   if [ "$eps" = inf ]; then noise=(--noise-multiplier 0); else noise=(--target-epsilon "$eps"); fi
   echo "== DP-SGD at epsilon $eps ($ARCH, $N records, $EPOCHS epochs)" >&2

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Untrained TorchScript models and the LiRA recipe for the DP-SGD privacy-utility experiment.
 
-    /usr/bin/python3 bench/privacy/make_dp_models.py OUT_DIR N
+    /usr/bin/python3 bench/privacy/make_dp_models.py OUT_DIR N [REFERENCE_EPOCHS]
 
 Writes mlp_init.pt (Flatten, Linear 784-256, ReLU, Linear 256-10), cnn_init.pt (two Conv2d with
 Tanh, as in Papernot et al.'s DP-SGD CNNs, no BatchNorm), members.npy (arange(N): the records
@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 
-def main(out, n):
+def main(out, n, epochs):
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
@@ -27,12 +27,12 @@ def main(out, n):
         model.eval()
         torch.jit.script(model).save(os.path.join(out, f"{name}_init.pt"))
         with open(os.path.join(out, f"recipe-{name}.yaml"), "w") as f:
-            f.write(f"architecture: {name}_init.pt\nepochs: 20\nbatch: 128\noptimizer: sgd\nlearning_rate: 0.05\nseed: 1\n")
+            f.write(f"architecture: {name}_init.pt\nepochs: {epochs}\nbatch: 128\noptimizer: sgd\nlearning_rate: 0.05\nseed: 1\n")
     np.save(os.path.join(out, "members.npy"), np.arange(n, dtype=np.int64))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         print(__doc__, file=sys.stderr)
         sys.exit(2)
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) == 4 else 20)

@@ -141,6 +141,19 @@ TEST(Detector, FindsEachEntityTypeWithExactOffsets) {
   }
 }
 
+TEST(Detector, StreetAddressesWithUnusualSuffixes) {
+  // Python Faker 0.9.3 en_US draws suffixes from USPS Publication 28, unusual ones included.
+  for (const std::string address : {"50598 Jason Union", "7751 Lori Pass", "864 Ortiz Crossing", "43 Brenda Ville",
+                                    "2 Katie Ways Suite 310", "8836 Hale Mills Apt. 077", "199 Kim Stravenue",
+                                    "4023 Debra Throughway", "51 Amy Loaf", "7 Roberts Mews", "12 W Jones St #4B"}) {
+    const std::string text = "address: " + address + ".";
+    const auto found = of_type(shared().scan(text), "STREET_ADDRESS");
+    ASSERT_EQ(found.size(), 1u) << text;
+    EXPECT_EQ(value_of(text, found[0]), address);
+  }
+  EXPECT_TRUE(of_type(shared().scan("we ordered 12 large pizzas"), "STREET_ADDRESS").empty());
+}
+
 TEST(Detector, SentenceWithManyEntitiesKeepsEachWhole) {
   const std::string text =
       "Customer Jane Doe (jane.doe@example.com, (212) 736-5000) paid 4111-1111-1111-1111; SSN 123-45-6789, "

@@ -138,9 +138,8 @@ struct Check {
   char after(std::size_t n = 0) const { return end + n < text.size() ? text[end + n] : '\0'; }
 };
 // A validator's confidence: 0 rejects the match, 1 keeps the rule's scores, a value between scales
-// them (an IBAN whose checksum holds but whose length is not its country's).
+// them (for validators that can only half vouch for a match).
 using ValidatorFn = double (*)(const Check&);
-
 
 // Whether the span sits in the groups of an IBAN-shaped run ("DE89 3704 0044 0532 0130 00" holds
 // "0532 0130 00" and "3704 0044 0532 0130"): looking back over upper-case letters, digits and spaces
@@ -279,8 +278,7 @@ double v_generic_secret(const Check& c) {
 }
 
 double v_db_password(const Check& c) {
-  const std::string v = lower(c.value());
-  return !validators::placeholder(c.value()) && v != "password" && v != "pass:";
+  return !validators::placeholder(c.value()) && lower(c.value()) != "password";
 }
 
 double v_has_digit(const Check& c) {
@@ -426,7 +424,7 @@ struct CompiledRule {
   Mode mode = Mode::End;
   std::string hs_pattern;
   std::size_t width = kMaxWindow;  // widest match: how far before a candidate end RE2 looks
-  bool line_window = false;        // unbounded pattern: RE2 looks back to the line start only
+  bool line_window = false;        // unbounded, one-line pattern: RE2 looks back to the line start only
   std::size_t reach = 0;           // Trigger: the longest context word
   std::vector<std::vector<std::string>> field_words;  // context words and field names, as words
   std::vector<std::string> field_joined;              // the same words run together
