@@ -54,6 +54,16 @@ demo: build
 	@./$(BUILD)/aegis extract --target examples/fashion-mnist/model.pt --surrogate examples/fashion-mnist/model_init.pt \
 	  --budget 1000 --strategy natural --epochs 5 --test-limit 2000 --format table; status=$$?; \
 	echo "(exit status $$status)"; [ $$status -le 1 ]
+	@echo "== aegis pii: personal data and secrets in a generated customer data set (CSV, JSON Lines, JSON, SQLite, text) =="
+	@$(PYTHON) tests/fixtures/pii_corpus.py $(BUILD)/demo/pii --rows 300 --seed 1 > /dev/null
+	@./$(BUILD)/aegis pii $(BUILD)/demo/pii/customers.csv $(BUILD)/demo/pii/patients.jsonl $(BUILD)/demo/pii/employees.json \
+	  $(BUILD)/demo/pii/crm.sqlite $(BUILD)/demo/pii/notes.txt --format table; status=$$?; \
+	echo "(exit status $$status: 1 = personal data at or above --fail-on)"; [ $$status -le 1 ]
+	@echo "== aegis train-dp: a Fashion-MNIST MLP with DP-SGD at epsilon 3 =="
+	@$(PYTHON) bench/privacy/make_dp_models.py $(BUILD)/demo/dp 2000
+	@./$(BUILD)/aegis train-dp --model $(BUILD)/demo/dp/mlp_init.pt --limit 2000 --target-epsilon 3 --epochs 10 \
+	  --expected-batch 256 --lr 0.5 --save $(BUILD)/demo/dp/mlp_dp.pt --test-limit 2000 --format table; status=$$?; \
+	echo "(exit status $$status)"; [ $$status -le 1 ]
 
 fixtures: deps
 	$(PYTHON) tests/fixtures/make_fixtures.py $(FIXTURES)

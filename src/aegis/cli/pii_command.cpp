@@ -93,14 +93,16 @@ void print_table(const privacy::PiiScanReport& report, bool verbose) {
     for (const auto& note : file.notes) std::cout << "  note: " << note << "\n";
     for (const auto& column : file.columns) {
       if (column.entities.empty() && !verbose) continue;
-      std::cout << "  " << std::left << std::setw(24) << (column.column.empty() ? "(text)" : column.column) << std::right;
+      std::cout << "  " << std::left << std::setw(24) << (column.column.empty() ? "(text)" : column.column) << std::right << " ";
       std::string entities;
       for (const auto& [type, count] : column.entities) entities += (entities.empty() ? "" : ", ") + type + " " + std::to_string(count);
       std::cout << (entities.empty() ? "-" : entities);
       if (!column.samples.empty()) {
-        std::string samples;
+        std::string samples;  // a few, whatever their type: the JSON report has them all
+        std::size_t shown = 0;
         for (const auto& [type, list] : column.samples)
-          for (const auto& s : list) samples += (samples.empty() ? "" : ", ") + s;
+          for (const auto& s : list)
+            if (shown++ < 3) samples += (samples.empty() ? "" : ", ") + s;
         std::cout << "   e.g. " << samples;
       }
       std::cout << "\n";
