@@ -10,6 +10,7 @@
 #include "aegis/cli/common_options.h"
 #include "aegis/cli/stage_progress.h"
 #include "aegis/core/error.h"
+#include "aegis/core/text.h"
 #include "aegis/core/name_list.h"
 #include "aegis/privacy/pii_scan.h"
 
@@ -33,18 +34,6 @@ struct PiiFlags {
   std::uint64_t max_records = 0;
   std::size_t threads = 0;
 };
-
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> items;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    while (!item.empty() && item.front() == ' ') item.erase(item.begin());
-    while (!item.empty() && item.back() == ' ') item.pop_back();
-    if (!item.empty()) items.push_back(item);
-  }
-  return items;
-}
 
 std::string where_of(const privacy::FileReport& file) { return file.path + (file.table.empty() ? "" : " [" + file.table + "]"); }
 
@@ -127,7 +116,7 @@ void print_table(const privacy::PiiScanReport& report, bool verbose) {
 
 int run_pii(PiiFlags& flags) {
   privacy::PiiScanOptions options;
-  options.detector.entities = split_list(flags.entities);
+  options.detector.entities = core::split_comma_list(flags.entities);
   options.detector.secrets = !flags.no_secrets;
   options.detector.rule_files = flags.rule_files;
   if (!(flags.min_score >= 0 && flags.min_score <= 1)) throw core::Error("--min-score must be between 0 and 1");
@@ -138,7 +127,7 @@ int run_pii(PiiFlags& flags) {
     if (!options.format) throw core::Error("unknown --input-format " + flags.input_format, "use auto, csv, tsv, jsonl, json, sqlite or text");
   }
   options.csv_header = !flags.no_header;
-  options.quasi_identifiers = split_list(flags.quasi_identifiers);
+  options.quasi_identifiers = core::split_comma_list(flags.quasi_identifiers);
   if (flags.k < 2) throw core::Error("--k must be at least 2", "k-anonymity asks that each combination be shared by k records");
   options.k_threshold = flags.k;
   options.max_occurrences = flags.max_findings;

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "aegis/core/error.h"
+#include "aegis/core/text.h"
 #include "aegis/privacy/detector.h"
 
 namespace aegis::cli {
@@ -34,15 +35,6 @@ privacy::RedactAction parse_action(const std::string& name, const std::string& f
   if (name == "hash") return privacy::RedactAction::Hash;
   if (name == "drop") return privacy::RedactAction::Drop;
   throw core::Error("unknown " + flag + " action '" + name + "'", "use mask, hash or drop");
-}
-
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> items;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ','))
-    if (!item.empty()) items.push_back(item);
-  return items;
 }
 
 class Redactor {
@@ -92,7 +84,7 @@ class Redactor {
 
 int run_redact(const RedactFlags& flags) {
   privacy::DetectorOptions options;
-  options.entities = split_list(flags.entities);
+  options.entities = core::split_comma_list(flags.entities);
   options.secrets = !flags.no_secrets;
   options.rule_files = flags.rule_files;
   options.min_score = flags.min_score;

@@ -5,8 +5,24 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace aegis::core {
+
+// "a, b,,c" -> {"a", "b", "c"}: a comma-separated option value, items trimmed of spaces, empty ones dropped.
+inline std::vector<std::string> split_comma_list(std::string_view text) {
+  std::vector<std::string> items;
+  while (!text.empty()) {
+    const auto comma = text.find(',');
+    std::string_view item = text.substr(0, comma);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (!item.empty()) items.emplace_back(item);
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  return items;
+}
 
 // Value of one hexadecimal digit, or -1 when `c` is not one.
 inline int hex_digit_value(unsigned char c) {

@@ -4,6 +4,7 @@
 // order a is log(A_a) / (a - 1) with A_a = E_{mu0}[(mu / mu0)^a]; Mironov, Talwar and Zhang (2019,
 // "Rényi Differential Privacy of the Sampled Gaussian Mechanism", arXiv:1908.10530) show that this
 // direction dominates the other one, D_a(mu0 || mu). Everything is computed in log space.
+#include "aegis/privacy/log_erfc.h"
 #include "aegis/privacy/accountant.h"
 
 #include <algorithm>
@@ -21,7 +22,6 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kLn2 = 0.69314718055994530942;
-constexpr double kLogSqrtPi = 0.57236494292470008707;  // log(sqrt(pi))
 constexpr double kSqrt2 = 1.41421356237309504880;
 // The fractional-order series stops when its estimated truncation error is below exp(-kStop) of the sum
 // so far and its last term below exp(-kStopTerm) of it.
@@ -66,20 +66,6 @@ double log1pexp(double l) {
   return l > 0 ? l + std::log1p(std::exp(-l)) : std::log1p(std::exp(l));
 }
 
-// log(erfc(x)) with full relative accuracy, also where erfc(x) underflows.
-double log_erfc(double x) {
-  if (x < 0) return kLn2 + std::log1p(-0.5 * std::erfc(-x));  // erfc(x) = 2 - erfc(-x)
-  if (x < 26) return std::log(std::erfc(x));
-  // Asymptotic series erfc(x) = exp(-x^2) / (x sqrt(pi)) * sum_k (-1)^k (2k-1)!! / (2x^2)^k; at x >= 26
-  // the eighth term is below 1e-25 of the first.
-  const double inv = 1.0 / (2.0 * x * x);
-  double term = 1.0, sum = 1.0;
-  for (int k = 1; k <= 8; ++k) {
-    term *= -(2.0 * k - 1.0) * inv;
-    sum += term;
-  }
-  return -x * x - std::log(x) - kLogSqrtPi + std::log(sum);
-}
 
 // log((1 - q) + q e^x) for x >= 0.
 double log_mix(double q, double x) {

@@ -6,6 +6,7 @@
 // terms of Gaussian tails:
 //   remove, (P, Q) = (mu, mu0): L(x) = log(1 - q + q e^((2x - 1)/(2 s^2))), increasing, > log(1 - q);
 //   add,    (P, Q) = (mu0, mu): L(x) = -log(1 - q + q e^((2x - 1)/(2 s^2))), decreasing, < -log(1 - q).
+#include "aegis/privacy/log_erfc.h"
 #include "aegis/privacy/pld_accountant.h"
 
 #include <algorithm>
@@ -34,7 +35,6 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kLn2 = 0.69314718055994530942;
-constexpr double kLogSqrtPi = 0.57236494292470008707;
 constexpr double kSqrt2 = 1.41421356237309504880;
 constexpr double kPi = 3.14159265358979323846;
 
@@ -53,17 +53,6 @@ std::string num(double v) {
   return buffer;
 }
 
-double log_erfc(double x) {
-  if (x < 0) return kLn2 + std::log1p(-0.5 * std::erfc(-x));
-  if (x < 26) return std::log(std::erfc(x));
-  const double inv = 1.0 / (2.0 * x * x);
-  double term = 1.0, sum = 1.0;
-  for (int k = 1; k <= 8; ++k) {
-    term *= -(2.0 * k - 1.0) * inv;
-    sum += term;
-  }
-  return -x * x - std::log(x) - kLogSqrtPi + std::log(sum);
-}
 double log_normal_cdf(double t) { return -kLn2 + log_erfc(-t / kSqrt2); }  // log P[N(0,1) <= t]
 double log_normal_sf(double t) { return -kLn2 + log_erfc(t / kSqrt2); }   // log P[N(0,1) > t]
 double log_expm1(double c) { return c > 40 ? c + std::log1p(-std::exp(-c)) : std::log(std::expm1(c)); }
