@@ -16,7 +16,8 @@ DEB_PACKAGES := cmake ninja-build g++ ccache pkg-config libcli11-dev nlohmann-js
   python3 python3-torch python3-numpy python3-joblib python3-sklearn python3-py7zr p7zip-full libopenblas0-pthread \
   python3-h5py python3-onnx python3-protobuf python3-cryptography \
   libtorch-dev libopencv-dev libboost-dev libyaml-cpp-dev libeigen3-dev dataset-fashion-mnist openssl \
-  libhyperscan-dev libre2-dev libtomlplusplus-dev libphonenumber-dev python3-fake-factory
+  libhyperscan-dev libre2-dev libtomlplusplus-dev libphonenumber-dev python3-fake-factory \
+  libhiredis-dev redis-server
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -89,7 +90,8 @@ fuzz-smoke: deps fixtures
 	  name=$$(basename $$fuzzer); work=$$(mktemp -d); \
 	  echo "== $$name for $(FUZZ_SECONDS)s"; \
 	  $$fuzzer -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
-	    $$work $(FIXTURES)/benign $(FIXTURES)/malicious $(FIXTURES)/malformed > $$work.log 2>&1; \
+	    $$work $(FIXTURES)/benign $(FIXTURES)/malicious $(FIXTURES)/malformed \
+	    $$( [ -d fuzz/seeds/$$name ] && echo fuzz/seeds/$$name ) > $$work.log 2>&1; \
 	  status=$$?; grep -E 'stat::number_of_executed_units|ERROR|SUMMARY' $$work.log; \
 	  if [ $$status -ne 0 ]; then tail -n 60 $$work.log; echo "$$name FAILED (exit $$status)"; exit 1; fi; \
 	  rm -rf $$work $$work.log; \

@@ -3,8 +3,10 @@
 #include <iostream>
 
 #include "aegis/cli/attack_command.h"
+#include "aegis/cli/audit_command.h"
 #include "aegis/cli/certify_command.h"
 #include "aegis/cli/extract_command.h"
+#include "aegis/cli/gateway_command.h"
 #include "aegis/cli/harden_command.h"
 #include "aegis/cli/lineage_command.h"
 #include "aegis/cli/mia_command.h"
@@ -34,6 +36,8 @@ int main(int argc, char** argv) {
   aegis::cli::register_pii_command(app, exit_code);
   aegis::cli::register_redact_command(app, exit_code);
   aegis::cli::register_train_dp_command(app, exit_code);
+  aegis::cli::register_gateway_command(app, exit_code);
+  aegis::cli::register_audit_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
