@@ -237,7 +237,8 @@ class UpstreamConnection {
 // Keeps idle keep-alive connections to one upstream, bounded in number.
 class UpstreamPool {
  public:
-  UpstreamPool(UpstreamConfig config, net::io_context& io) : config_(std::move(config)), io_(io) {
+  UpstreamPool(UpstreamConfig config, net::io_context& io, bool single_thread)
+      : config_(std::move(config)), io_(io), single_thread_(single_thread) {
     if (config_.tls) {
       tls_context_.emplace(ssl::context::tls_client);
       if (config_.verify_tls) {
@@ -264,7 +265,8 @@ class UpstreamPool {
       open_.fetch_sub(1);
       return nullptr;
     }
-    auto executor = net::make_strand(io_);
+    // one I/O thread needs no strand: every handler already runs on that thread, in order
+    net::any_io_executor executor = single_thread_ ? net::any_io_executor(io_.get_executor()) : net::make_strand(io_);
     if (tls_context_) return std::make_unique<UpstreamConnection>(executor, *tls_context_);
     return std::make_unique<UpstreamConnection>(executor);
   }
@@ -291,6 +293,7 @@ class UpstreamPool {
  private:
   UpstreamConfig config_;
   net::io_context& io_;
+  bool single_thread_;
   std::optional<ssl::context> tls_context_;
   std::mutex mutex_;
   std::vector<std::unique_ptr<UpstreamConnection>> idle_;
@@ -337,12 +340,12 @@ struct ServerState {
 
 namespace {
 
-std::shared_ptr<Runtime> make_runtime(GatewayConfig config, net::io_context& io, std::uint64_t generation) {
+std::shared_ptr<Runtime> make_runtime(GatewayConfig config, net::io_context& io, std::uint64_t generation, bool single_thread) {
   auto runtime = std::make_shared<Runtime>();
   runtime->config = std::move(config);
   runtime->generation = generation;
   for (const auto& [name, upstream] : runtime->config.upstreams)
-    runtime->pools.emplace(name, std::make_shared<UpstreamPool>(upstream, io));
+    runtime->pools.emplace(name, std::make_shared<UpstreamPool>(upstream, io, single_thread));
   for (const auto& route : runtime->config.routes)
     runtime->counters.emplace(route.info.name, std::make_unique<RouteCounters>());
   return runtime;
@@ -1168,7 +1171,7 @@ class GatewayServer::Impl {
                           "check listen.tls.certificate and listen.tls.key (PEM files, the key matching the certificate)");
       }
     }
-    state_.runtime = make_runtime(std::move(config), state_.io, 1);
+    state_.runtime = make_runtime(std::move(config), state_.io, 1, threads_ == 1);
   }
 
   ~Impl() {
@@ -1199,7 +1202,9 @@ class GatewayServer::Impl {
   }
 
   void accept() {
-    acceptor_->async_accept(net::make_strand(state_.io), [this](beast::error_code ec, tcp::socket socket) {
+    const net::any_io_executor executor =
+        threads_ == 1 ? net::any_io_executor(state_.io.get_executor()) : net::any_io_executor(net::make_strand(state_.io));
+    acceptor_->async_accept(executor, [this](beast::error_code ec, tcp::socket socket) {
       if (ec == net::error::operation_aborted || state_.stopping) return;
       if (!ec) {
         state_.connections_total.fetch_add(1, std::memory_order_relaxed);
@@ -1284,7 +1289,7 @@ class GatewayServer::Impl {
 
   void apply(GatewayConfig config) {
     auto current = state_.current();
-    auto next = make_runtime(std::move(config), state_.io, current->generation + 1);
+    auto next = make_runtime(std::move(config), state_.io, current->generation + 1, threads_ == 1);
     std::lock_guard lock(state_.runtime_mutex);
     state_.runtime = std::move(next);
     state_.reloads.fetch_add(1);
