@@ -1179,6 +1179,10 @@ class GatewayServer::Impl {
     if (stopper_.joinable()) stopper_.join();
     for (auto& t : threads) t.join();
     std::lock_guard lock(reload_mutex_);
+    // The pools' idle sockets belong to the io_context: they must close before it goes (the
+    // sessions it still holds drop their references while it shuts down).
+    std::lock_guard runtime_lock(state_.runtime_mutex);
+    state_.runtime.reset();
   }
 
   void start() {
