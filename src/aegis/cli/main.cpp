@@ -7,11 +7,13 @@
 #include "aegis/cli/certify_command.h"
 #include "aegis/cli/extract_command.h"
 #include "aegis/cli/gateway_command.h"
+#include "aegis/cli/guard_command.h"
 #include "aegis/cli/harden_command.h"
 #include "aegis/cli/lineage_command.h"
 #include "aegis/cli/mia_command.h"
 #include "aegis/cli/pii_command.h"
 #include "aegis/cli/redact_command.h"
+#include "aegis/cli/redteam_command.h"
 #include "aegis/cli/train_dp_command.h"
 #include "aegis/cli/poison_command.h"
 #include "aegis/cli/scan_command.h"
@@ -38,6 +40,8 @@ int main(int argc, char** argv) {
   aegis::cli::register_train_dp_command(app, exit_code);
   aegis::cli::register_gateway_command(app, exit_code);
   aegis::cli::register_audit_command(app, exit_code);
+  aegis::cli::register_guard_command(app, exit_code);
+  aegis::cli::register_redteam_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

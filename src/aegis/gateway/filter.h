@@ -23,6 +23,7 @@ class Node;
 namespace aegis::gateway {
 
 using Header = std::pair<std::string, std::string>;  // name in lower case, value as sent
+class Filter;
 
 // One HTTP request as the filters see it (the server copies it out of the wire parser).
 struct Request {
@@ -77,6 +78,25 @@ struct Exchange {
   Identity identity;
   std::vector<Verdict> verdicts;
   std::string request_id;
+  // State a filter keeps for this exchange between its phases (a canary planted in the request and
+  // looked for in the answer, the incremental scanner of a streamed answer), keyed by the filter.
+  template <class T>
+  T* filter_state(const Filter* filter) const {
+    for (const auto& [owner, state] : filter_states_)
+      if (owner == filter) return static_cast<T*>(state.get());
+    return nullptr;
+  }
+  template <class T>
+  T& set_filter_state(const Filter* filter, std::shared_ptr<T> state) {
+    T& ref = *state;
+    for (auto& [owner, existing] : filter_states_)
+      if (owner == filter) {
+        existing = std::move(state);
+        return ref;
+      }
+    filter_states_.emplace_back(filter, std::move(state));
+    return ref;
+  }
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   // The request body parsed as JSON (depth-bounded), parsed on first use and cached; nullptr when
   // the body is not JSON. Filters that change the parsed request must call request_json_changed().
@@ -99,6 +119,7 @@ struct Exchange {
   struct Parsed;
   std::unique_ptr<Parsed> parsed_;
   bool response_json_dirty_ = false;
+  std::vector<std::pair<const Filter*, std::shared_ptr<void>>> filter_states_;
 };
 
 // Parses JSON with a nesting bound; nullopt when the text is not JSON or nests deeper than max_depth.
