@@ -246,7 +246,7 @@ TEST(RedteamCampaign, RetriesSurviveInjected429And500) {
     ScriptedChatServer server(o);
     auto options = options_for(server, dir.path);
     options.probe_selectors = {"direct-injection", "system-prompt-extraction", "package-hallucination"};
-    options.target.retries = 4;
+    options.target.retries = 10;  // every third request of all four workers fails: an attempt may meet several in a row
     const auto report = run_campaign(options);
     EXPECT_EQ(report.errors, 0u) << status;
     EXPECT_EQ(report.completed, report.planned) << status;

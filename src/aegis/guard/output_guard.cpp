@@ -17,7 +17,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <mutex>
 #include <set>
 #include <toml++/toml.h>
 #include <unordered_map>
@@ -37,6 +36,7 @@ constexpr std::size_t kLongRun = 20;          // consecutive prompt words that a
 constexpr std::size_t kMaxPromptWords = 20000;
 constexpr std::size_t kWordRunMax = 4096;     // a run without whitespace is cut into words here
 constexpr std::size_t kUnitMax = 16384;       // decoding works line by line; longer lines are cut here
+constexpr std::size_t kBatch = 65536;         // words are normalised in pieces of at most this size
 constexpr std::size_t kContext = 256;         // released bytes a stream keeps as context for its scans
 constexpr std::size_t kMaxHold = 256;         // a stream holds back at most this many bytes
 constexpr std::size_t kMinSkeleton = 12;      // shorter tokens are only matched as written
@@ -129,8 +129,16 @@ std::vector<std::uint64_t> word_hashes(std::string_view normalized, std::size_t 
   return out;
 }
 
-NormalizeOptions keep_case() {
+// Normalisation without its length cut: the guards see the whole text they are given (a canary
+// padded past the default 1 MiB is still a canary).
+NormalizeOptions whole(std::size_t length) {
   NormalizeOptions options;
+  options.max_input_bytes = std::max(options.max_input_bytes, length + 1);
+  return options;
+}
+
+NormalizeOptions keep_case(std::size_t length) {
+  NormalizeOptions options = whole(length);
   options.lowercase = false;
   return options;
 }
@@ -246,7 +254,7 @@ struct PromptModel {
 // The prompt's words (normalised, at most kMaxPromptWords).
 std::vector<std::string> prompt_words_of(std::string_view prompt) {
   std::vector<std::string> words;
-  const NormalizedText normalized = normalize_text(prompt);
+  const NormalizedText normalized = normalize_text(prompt, whole(prompt.size()));
   for_each_word(normalized.text, [&](std::string_view w) {
     if (words.size() < kMaxPromptWords) words.emplace_back(w);
   });
@@ -460,7 +468,7 @@ struct Views {
   NormalizedText cased;  // without case folding (base64, PII)
 };
 
-Views views_of(std::string_view text) { return {normalize_text(text), normalize_text(text, keep_case())}; }
+Views views_of(std::string_view text) { return {normalize_text(text, whole(text.size())), normalize_text(text, keep_case(text.size()))}; }
 
 void find_form_spans(const Skeleton& s, const std::vector<std::pair<std::string, std::string>>& forms, std::size_t index,
                      std::vector<Span>& out) {
@@ -744,13 +752,24 @@ class Analyzer {
     }
   }
 
+  // Normalises a batch (cut at whitespace, so no word spans two batches) in pieces of at most
+  // kBatch bytes, also cut at whitespace: normalisation never joins words across one.
   void process_words(std::string_view batch) {
-    if (prompts_.empty() || batch.empty()) return;
-    const NormalizedText normalized = normalize_text(batch);
-    for_each_word(normalized.text, [&](std::string_view w) {
-      const std::uint64_t h = fnv1a(w);
-      for (auto& p : prompts_) p.add(p.plain, h, true);
-    });
+    if (prompts_.empty()) return;
+    while (!batch.empty()) {
+      std::size_t cut = batch.size();
+      if (cut > kBatch) {
+        cut = batch.substr(0, kBatch).find_last_of(" \t\n\r\f\v");
+        cut = cut == std::string_view::npos ? utf8_floor(batch, kBatch) : cut + 1;
+        if (cut == 0) cut = kBatch;
+      }
+      const NormalizedText normalized = normalize_text(batch.substr(0, cut), whole(cut));
+      for_each_word(normalized.text, [&](std::string_view w) {
+        const std::uint64_t h = fnv1a(w);
+        for (auto& p : prompts_) p.add(p.plain, h, true);
+      });
+      batch.remove_prefix(cut);
+    }
   }
 
   // Lines are the units of decoding; a line longer than kUnitMax is cut when the byte that would
@@ -787,11 +806,11 @@ class Analyzer {
   }
 
   void process_unit(std::string_view unit) {
-    const NormalizedText cased = normalize_text(unit, keep_case());
+    const NormalizedText cased = normalize_text(unit, keep_case(unit.size()));
     const auto segments = decode_smuggled(cased.text);
     for (const auto& segment : segments) {
       const std::string via = chain_name(segment.chain);
-      const NormalizedText seg = normalize_text(segment.text);
+      const NormalizedText seg = normalize_text(segment.text, whole(segment.text.size()));
       const std::size_t b = line_base_ + cased.offsets[std::min(segment.begin, cased.text.size())];
       const std::size_t e = line_base_ + cased.offsets[std::min(segment.end, cased.text.size())];
       // leakage in the payload
@@ -810,7 +829,7 @@ class Analyzer {
       }
       // canaries in the payload
       if (canaries_ && !canaries_->empty()) {
-        const Views views{seg, normalize_text(segment.text, keep_case())};
+        const Views views{seg, normalize_text(segment.text, keep_case(segment.text.size()))};
         for (const auto& span : canary_spans(segment.text, views, *canaries_))
           canary_hits_.push_back({span.canary_index, via + (span.rule.empty() ? "" : "+" + span.rule), b, e});
       }
@@ -1119,7 +1138,7 @@ RefusalResult detect_refusal(std::string_view completion) {
   RefusalResult result;
   const auto& rules = refusal_rules();
   const std::string_view head = completion.substr(0, utf8_floor(completion, kRefusalHead));
-  const NormalizedText normalized = normalize_text(head);
+  const NormalizedText normalized = normalize_text(head, whole(head.size()));
   std::vector<int> hits;
   if (!rules.set->Match(normalized.text, &hits)) return result;
   std::sort(hits.begin(), hits.end());
@@ -1231,10 +1250,6 @@ std::string OutputGuard::redact(std::string_view completion, const std::vector<s
   if (spans.empty()) return std::string(completion);
   return replace_spans(completion, merged(std::move(spans)));
 }
-
-}  // namespace aegis::guard
-
-namespace aegis::guard {
 
 std::unique_ptr<OutputGuard::Stream> OutputGuard::stream(std::vector<std::string> canaries) const {
   return std::make_unique<GuardStream>(impl_->prompt_list(), impl_->detector.get(), impl_->options.refusal, forms_of(canaries));
