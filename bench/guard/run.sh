@@ -15,4 +15,4 @@ done
 for bytes in 512 16384; do
   taskset -c 0 "$build/bench/guard_latency" "$data" --bytes "$bytes" --calls 5000
 done
-"$build/aegis" guard eval --data "$data" --method all
+"$build/aegis" guard eval --data "$data" --data "$(dirname "$0")/../../data/guard/hard_negatives.jsonl" --method all

@@ -1,6 +1,6 @@
 // promptfoo (npm), an independent OpenAI client, pointed at the gateway's llm_guard: the injection
 // prompts must come back as the gateway's 403 and the benign ones with the model's answer. The
-// pinned promptfoo is installed once into the build folder (promptfoo 0.121.20 runs on Node 20;
+// pinned promptfoo is installed once into ~/.cache/aegis (the build folder without HOME) (promptfoo 0.121.20 runs on Node 20;
 // later versions need Node 22); AEGIS_PROMPTFOO may name an installed promptfoo instead. Without
 // node and npm, or when the install fails (no network), the test is skipped and says why.
 //
@@ -111,7 +111,12 @@ std::filesystem::path find_promptfoo(std::string& why) {
     why = std::string("AEGIS_PROMPTFOO names ") + given + ", which is not an executable";
     return {};
   }
-  const auto prefix = std::filesystem::path(AEGIS_CLI_PATH).parent_path() / "promptfoo";
+  // One install per user and version, shared by the release and sanitizer builds' test runs.
+  std::filesystem::path prefix = std::filesystem::path(AEGIS_CLI_PATH).parent_path() / "promptfoo";
+  if (const char* cache = std::getenv("XDG_CACHE_HOME"); cache && *cache)
+    prefix = std::filesystem::path(cache) / "aegis" / (std::string("promptfoo-") + kPromptfooVersion);
+  else if (const char* home = std::getenv("HOME"); home && *home)
+    prefix = std::filesystem::path(home) / ".cache" / "aegis" / (std::string("promptfoo-") + kPromptfooVersion);
   const auto binary = prefix / "node_modules" / ".bin" / "promptfoo";
   std::error_code ec;
   std::filesystem::create_directories(prefix, ec);

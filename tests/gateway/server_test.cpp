@@ -217,6 +217,12 @@ TEST(GatewayServer, HostileClientsAreBounded) {
   }
   TestClient fine(server.port());
   EXPECT_EQ(fine.request("GET", "/healthz").status, 200);
+  // Beast closes a timed-out socket before the handler that counts the timeout runs: the client
+  // may see the close first, so the count is awaited (bounded).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (server.metrics_text().find("aegis_gateway_timeouts_total 2") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_NE(server.metrics_text().find("aegis_gateway_timeouts_total 2"), std::string::npos) << server.metrics_text();
 }
 

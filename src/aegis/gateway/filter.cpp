@@ -118,6 +118,13 @@ void Exchange::response_body_replaced() {
   response_json_dirty_ = false;
 }
 
+void Exchange::request_body_replaced() {
+  if (parsed_) {
+    parsed_->request_done = false;
+    parsed_->request.reset();
+  }
+}
+
 void MetricsWriter::counter(std::string_view family, std::string_view help, const std::vector<Header>& labels,
                             double value) {
   sample("counter", family, help, labels, value);

@@ -99,7 +99,7 @@ struct Exchange {
   }
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   // The request body parsed as JSON (depth-bounded), parsed on first use and cached; nullptr when
-  // the body is not JSON. Filters that change the parsed request must call request_json_changed().
+  // the body is not JSON. A filter that replaces request.body calls request_body_replaced().
   const nlohmann::json* request_json();
   // The response body parsed as JSON, likewise; response_json_mutable() lets an output filter edit
   // it, and the server re-serialises the body once after the response filters ran.
@@ -110,6 +110,8 @@ struct Exchange {
   void commit_response_json();
   // Drops the cached parse after response.body was replaced as text.
   void response_body_replaced();
+  // Drops the cached request parse after request.body was replaced (e.g. a canary planted).
+  void request_body_replaced();
   Exchange();
   ~Exchange();
   Exchange(Exchange&&) noexcept;

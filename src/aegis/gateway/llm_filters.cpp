@@ -349,6 +349,7 @@ class LlmGuardFilter final : public Filter {
       }
       if (!planted) list.insert(list.begin(), json{{"role", "system"}, {"content", canary.instruction}});
       exchange.request.body = dump(body);
+      exchange.request_body_replaced();  // later filters see the planted canary
       state->canaries.push_back(canary.token);
       canaries_planted_.fetch_add(1, std::memory_order_relaxed);
     }

@@ -124,8 +124,9 @@ class OutputGuard {
   std::unique_ptr<Impl> impl_;
 };
 
-// Incremental state for one streamed completion. Memory is bounded: the text already released is
-// not kept beyond a window (max_window bytes) plus the running leakage n-gram set.
+// Incremental state for one streamed completion. Memory is bounded: at most 256 bytes are held
+// back, plus a few kilobytes of context and line buffers (constants in output_guard.cpp) and the
+// running leakage n-gram state; the text already released is not kept.
 class OutputGuard::Stream {
  public:
   virtual ~Stream() = default;
