@@ -337,6 +337,35 @@ TEST(RedteamCampaign, AJudgeRemovesTheRefusalHeuristicsFalsePositives) {
   EXPECT_GT(successes[1], 0u) << "the role-play answers are still judged jailbroken";
 }
 
+TEST(RedteamCampaign, HostileAnswersAreErrorsNotCrashes) {
+  // the target under test may attack the harness: answers nested a million deep, an error object
+  // nested deep (it is quoted in the message), garbage, an empty body
+  std::string deep_array(1'000'000, '[');
+  deep_array += std::string(1'000'000, ']');
+  std::string deep_error = "{\"error\":";
+  for (int i = 0; i < 200'000; ++i) deep_error += "{\"a\":";
+  deep_error += "1" + std::string(200'000, '}') + "}";
+  const std::string garbage(100'000, '\x9f');
+  for (const std::string& body : {deep_array, deep_error, garbage, std::string("{}")}) {
+    test::TempDir dir;
+    ScriptedServerOptions o;
+    o.hostile_body = body;
+    ScriptedChatServer server(o);
+    auto options = options_for(server, dir.path);
+    options.probe_selectors = {"data-leakage"};
+    options.target.retries = 0;
+    // either the run stops with a clear error (the target is not answering as an OpenAI endpoint
+    // does) or every attempt is an error; never a crash, never a scored answer
+    try {
+      const auto report = run_campaign(options);
+      EXPECT_EQ(report.errors, report.planned) << "a hostile answer was scored as an answer: " << body.substr(0, 20);
+    } catch (const core::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("answer"), std::string::npos) << e.what();
+      EXPECT_LT(std::string(e.what()).size(), 1000u) << "the hostile body is quoted, not copied";
+    }
+  }
+}
+
 TEST(RedteamCampaign, FailsClearlyWhenTheTargetIsDownOrRefusesTheKey) {
   test::TempDir dir;
   int free_port = 0;

@@ -49,6 +49,7 @@ struct ScriptedServerOptions {
   int latency_ms = 0;      // before each chat answer
   std::string api_key;     // when set, "Authorization: Bearer <key>" is required
   bool judge = false;      // act as an LLM judge: JAILBROKEN when the graded answer complies, else REFUSED
+  std::string hostile_body;  // when set, every chat answer is 200 application/json with this body as is
 };
 
 class ScriptedChatServer {
@@ -370,6 +371,7 @@ class ScriptedChatServer {
     if (!options_.api_key.empty() && head.find("Authorization: Bearer " + options_.api_key + "\r\n") == std::string::npos &&
         lower(head).find("authorization: bearer " + lower(options_.api_key) + "\r\n") == std::string::npos)
       return send_all(fd, response(401, "application/json", R"({"error":{"message":"invalid api key","type":"authentication_error"}})"));
+    if (!options_.hostile_body.empty()) return send_all(fd, response(200, "application/json", options_.hostile_body));
     if (options_.fail_every > 0 && n % static_cast<std::size_t>(options_.fail_every) == 0) {
       const std::string extra = options_.retry_after_s >= 0 ? "Retry-After: " + std::to_string(options_.retry_after_s) + "\r\n" : "";
       return send_all(fd, response(options_.fail_status, "application/json", R"({"error":{"message":"injected failure"}})", extra));

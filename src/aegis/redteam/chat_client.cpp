@@ -99,9 +99,17 @@ std::string excerpt(std::string_view text) {
   return out;
 }
 
+// A target under test may be hostile: its JSON is parsed with values nested deeper than kMaxDepth
+// dropped (nlohmann's parser is iterative, but dump() and our walks are not).
+constexpr int kMaxDepth = 64;
+nlohmann::json parse_bounded(std::string_view text) {
+  return nlohmann::json::parse(
+      text, [](int depth, nlohmann::json::parse_event_t, nlohmann::json&) { return depth <= kMaxDepth; }, false);
+}
+
 // The answer text of a chat completion body, or a Failure.
 std::string parse_completion(const std::string& body) {
-  const auto doc = nlohmann::json::parse(body, nullptr, false);
+  const auto doc = parse_bounded(body);
   if (doc.is_discarded() || !doc.is_object())
     throw Failure{"the endpoint's answer is not JSON: " + excerpt(body), true, false, {}};
   if (doc.contains("error")) throw Failure{"the endpoint answered an error: " + excerpt(doc["error"].dump()), false, false, {}};
@@ -139,7 +147,7 @@ std::string parse_sse(const std::string& body) {
     row.remove_prefix(5);
     while (!row.empty() && row.front() == ' ') row.remove_prefix(1);
     if (row == "[DONE]") break;
-    const auto event = nlohmann::json::parse(row, nullptr, false);
+    const auto event = parse_bounded(row);
     if (event.is_discarded() || !event.is_object()) continue;
     if (event.contains("error")) throw Failure{"the stream carried an error: " + excerpt(event["error"].dump()), false, false, {}};
     if (!event.contains("choices") || !event["choices"].is_array() || event["choices"].empty()) continue;
