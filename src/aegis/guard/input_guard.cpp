@@ -3,6 +3,7 @@
 #include <hs/hs.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -609,7 +610,7 @@ namespace {
 
 struct ThreadScratch {
   hs_scratch_t* scratch = nullptr;
-  const void* owner = nullptr;
+  std::uint64_t owner = 0;  // serial of the guard the scratch was last fitted to (0: none)
   ~ThreadScratch() {
     if (scratch != nullptr) hs_free_scratch(scratch);
   }
@@ -652,6 +653,13 @@ struct InputGuard::Impl {
   std::vector<SignatureRule> rules;
   hs_database_t* db = nullptr;
   std::vector<bool> som;  // per rule: exact match starts
+  // Identifies this guard to the per-thread scratch (an address could be reused by the next guard
+  // after a reload, with another database).
+  const std::uint64_t serial = next_serial();
+  static std::uint64_t next_serial() {
+    static std::atomic<std::uint64_t> counter{0};
+    return ++counter;
+  }
   LinearModel model;
   double threshold = 0.5;
 
@@ -661,10 +669,11 @@ struct InputGuard::Impl {
 
   hs_scratch_t* scratch() const {
     thread_local ThreadScratch local;
-    if (local.owner != this || local.scratch == nullptr) {
+    if (local.owner != serial || local.scratch == nullptr) {
+      // grows the thread's scratch to fit this database (it never shrinks)
       if (hs_alloc_scratch(db, &local.scratch) != HS_SUCCESS)
         throw core::Error("cannot allocate Hyperscan scratch space", "the machine may be out of memory");
-      local.owner = this;
+      local.owner = serial;
     }
     return local.scratch;
   }
