@@ -60,6 +60,17 @@ demo: build
 	@./$(BUILD)/aegis pii $(BUILD)/demo/pii/customers.csv $(BUILD)/demo/pii/patients.jsonl $(BUILD)/demo/pii/employees.json \
 	  $(BUILD)/demo/pii/crm.sqlite $(BUILD)/demo/pii/notes.txt --format table; status=$$?; \
 	echo "(exit status $$status: 1 = personal data at or above --fail-on)"; [ $$status -le 1 ]
+	@echo "== aegis guard scan: prompt-injection verdicts for a few prompts (benign, direct, DAN, base64, fullwidth, indirect) =="
+	@./$(BUILD)/aegis guard scan examples/llm/prompts.jsonl; status=$$?; \
+	echo "(exit status $$status: 1 = some prompt flagged)"; [ $$status -le 1 ]
+	@echo "== aegis redteam: probes against a loopback chat server with scripted weaknesses (build/bench/scripted_chat_server) =="
+	@mkdir -p $(BUILD)/demo && rm -f $(BUILD)/demo/chat.port; \
+	./$(BUILD)/bench/scripted_chat_server > $(BUILD)/demo/chat.port 2>/dev/null & pid=$$!; \
+	for i in $$(seq 50); do [ -s $(BUILD)/demo/chat.port ] && break; sleep 0.1; done; \
+	port=$$(awk '{print $$2}' $(BUILD)/demo/chat.port); \
+	./$(BUILD)/aegis redteam --target http://127.0.0.1:$$port/v1 --model scripted --probes direct-injection,system-prompt-extraction,data-leakage,obfuscation \
+	  --transforms none,base64 --out $(BUILD)/demo/redteam --quiet; status=$$?; kill $$pid; \
+	echo "(exit status $$status: 1 = an attack succeeded; transcript and report in $(BUILD)/demo/redteam)"; [ $$status -le 1 ]
 	@echo "== aegis train-dp: a Fashion-MNIST MLP with DP-SGD at epsilon 3 =="
 	@$(PYTHON) bench/privacy/make_dp_models.py $(BUILD)/demo/dp 2000
 	@./$(BUILD)/aegis train-dp --model $(BUILD)/demo/dp/mlp_init.pt --limit 2000 --target-epsilon 3 --epochs 10 \
