@@ -1,4 +1,5 @@
 #include "aegis/gateway/llm_filters.h"
+#include "aegis/gateway/output_filters.h"
 
 #include <algorithm>
 #include <atomic>
@@ -20,7 +21,6 @@ namespace {
 
 using nlohmann::json;
 
-constexpr char kFlagsHeader[] = "x-aegis-flags";
 constexpr std::size_t kMaxChoices = 64;          // streamed choices tracked per exchange
 constexpr std::size_t kMaxSystemPromptBytes = 1u << 20;
 constexpr char kPromptMarker[] = "[REDACTED:SYSTEM_PROMPT]";
@@ -42,25 +42,6 @@ bool chat_route(const Exchange& exchange) { return !exchange.route || exchange.r
 bool is_success(const Exchange& exchange) { return exchange.response.status >= 200 && exchange.response.status < 300; }
 
 // Adds flags to x-aegis-flags, keeping those another filter set and never repeating one.
-void add_flags(Response& response, const std::vector<std::string>& flags) {
-  if (flags.empty()) return;
-  std::vector<std::string> all;
-  std::string_view existing = response.header(kFlagsHeader);
-  while (!existing.empty()) {
-    const auto comma = existing.find(',');
-    std::string_view item = existing.substr(0, comma);
-    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-    if (!item.empty()) all.emplace_back(item);
-    if (comma == std::string_view::npos) break;
-    existing.remove_prefix(comma + 1);
-  }
-  for (const auto& flag : flags)
-    if (std::find(all.begin(), all.end(), flag) == all.end()) all.push_back(flag);
-  std::string value;
-  for (const auto& flag : all) value += (value.empty() ? "" : ",") + flag;
-  response.set_header(kFlagsHeader, value);
-}
 
 // The text of a message's content: a string, or the text parts of a content-part list.
 std::string content_text(const json& content) {

@@ -65,25 +65,6 @@ std::string fixed(double value, int digits) {
   return text;
 }
 
-// Adds flags to x-aegis-flags, keeping those another filter set and never repeating one.
-void add_flags(Response& response, const std::vector<std::string>& flags) {
-  std::vector<std::string> all;
-  std::string_view existing = response.header(kFlagsHeader);
-  while (!existing.empty()) {
-    const auto comma = existing.find(',');
-    std::string_view item = existing.substr(0, comma);
-    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-    if (!item.empty()) all.emplace_back(item);
-    if (comma == std::string_view::npos) break;
-    existing.remove_prefix(comma + 1);
-  }
-  for (const auto& flag : flags)
-    if (std::find(all.begin(), all.end(), flag) == all.end()) all.push_back(flag);
-  std::string value;
-  for (const auto& flag : all) value += (value.empty() ? "" : ",") + flag;
-  response.set_header(kFlagsHeader, value);
-}
 
 // ---- confidence ----
 
@@ -713,6 +694,27 @@ std::unique_ptr<Filter> make_redact_filter(const YAML::Node& options, const Filt
     reader.fail(entity_nodes[i], "entity_actions names '" + entity + "', which this filter does not detect", "known: " + list);
   }
   return std::make_unique<RedactFilter>(std::move(settings));
+}
+
+// Adds flags to x-aegis-flags, keeping those another filter set and never repeating one.
+void add_flags(Response& response, const std::vector<std::string>& flags) {
+  if (flags.empty()) return;
+  std::vector<std::string> all;
+  std::string_view existing = response.header(kFlagsHeader);
+  while (!existing.empty()) {
+    const auto comma = existing.find(',');
+    std::string_view item = existing.substr(0, comma);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (!item.empty()) all.emplace_back(item);
+    if (comma == std::string_view::npos) break;
+    existing.remove_prefix(comma + 1);
+  }
+  for (const auto& flag : flags)
+    if (std::find(all.begin(), all.end(), flag) == all.end()) all.push_back(flag);
+  std::string value;
+  for (const auto& flag : all) value += (value.empty() ? "" : ",") + flag;
+  response.set_header(kFlagsHeader, value);
 }
 
 }  // namespace aegis::gateway

@@ -58,6 +58,9 @@ std::unique_ptr<Filter> make_output_hardening_filter(const YAML::Node& options, 
 // falls back to plain SHA-256 as `aegis redact` does).
 std::unique_ptr<Filter> make_redact_filter(const YAML::Node& options, const FilterBuildContext& context);
 
+// Adds flags to the x-aegis-flags header, keeping those another filter set and never repeating one.
+void add_flags(Response& response, const std::vector<std::string>& flags);
+
 // What the classifier filters read from a response: the score rows under `field`.
 struct ScoreRows {
   std::vector<std::vector<double>> rows;
