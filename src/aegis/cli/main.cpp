@@ -4,6 +4,7 @@
 
 #include "aegis/cli/attack_command.h"
 #include "aegis/cli/audit_command.h"
+#include "aegis/cli/audit_infra_command.h"
 #include "aegis/cli/certify_command.h"
 #include "aegis/cli/extract_command.h"
 #include "aegis/cli/gateway_command.h"
@@ -42,6 +43,7 @@ int main(int argc, char** argv) {
   aegis::cli::register_audit_command(app, exit_code);
   aegis::cli::register_guard_command(app, exit_code);
   aegis::cli::register_redteam_command(app, exit_code);
+  aegis::cli::register_audit_infra_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
