@@ -71,6 +71,18 @@ demo: build
 	./$(BUILD)/aegis redteam --target http://127.0.0.1:$$port/v1 --model scripted --probes direct-injection,system-prompt-extraction,data-leakage,obfuscation \
 	  --transforms none,base64 --out $(BUILD)/demo/redteam --quiet; status=$$?; kill $$pid; \
 	echo "(exit status $$status: 1 = an attack succeeded; transcript and report in $(BUILD)/demo/redteam)"; [ $$status -le 1 ]
+	@echo "== aegis audit-infra: the deployment files of an example ML platform (examples/infra) =="
+	@./$(BUILD)/aegis audit-infra examples/infra --format table; status=$$?; \
+	echo "(exit status $$status: 1 = findings at or above --fail-on)"; [ $$status -le 1 ]
+	@echo "== aegis audit-infra --target: a real Jupyter server started on loopback without a token, probed read-only =="
+	@dir=$(abspath $(BUILD))/demo/jupyter; rm -rf $$dir; mkdir -p $$dir; \
+	port=$$($(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
+	HOME=$$dir JUPYTER_RUNTIME_DIR=$$dir/runtime JUPYTER_CONFIG_DIR=$$dir/config JUPYTER_DATA_DIR=$$dir/data \
+	  jupyter-server --ServerApp.token='' --ServerApp.password='' --ServerApp.ip=127.0.0.1 --ServerApp.port=$$port \
+	  --ServerApp.open_browser=False --ServerApp.root_dir=$$dir --allow-root > $$dir/server.log 2>&1 & pid=$$!; \
+	for i in $$(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$$port) 2>/dev/null && break; sleep 0.2; done; \
+	./$(BUILD)/aegis audit-infra --target 127.0.0.1:$$port --format table; status=$$?; kill $$pid; \
+	echo "(exit status $$status)"; [ $$status -le 1 ]
 	@echo "== aegis train-dp: a Fashion-MNIST MLP with DP-SGD at epsilon 3 =="
 	@$(PYTHON) bench/privacy/make_dp_models.py $(BUILD)/demo/dp 2000
 	@./$(BUILD)/aegis train-dp --model $(BUILD)/demo/dp/mlp_init.pt --limit 2000 --target-epsilon 3 --epochs 10 \

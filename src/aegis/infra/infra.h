@@ -135,6 +135,7 @@ struct ImageDefault {
   std::string entrypoint;  // the image's ENTRYPOINT, as shell words (Kubernetes `command` replaces it)
   std::string cmd;         // the image's CMD (Compose `command` and Kubernetes `args` replace it)
   std::map<std::string, std::string> env;  // environment the image sets
+  std::string user;        // the image's USER ("" = root, as for most images)
 };
 
 struct RuleSet {

@@ -353,15 +353,16 @@ void load_rule_text(RuleSet& rules, const std::string& text, const std::string& 
   }
 
   if (const YAML::Node list = root["images"]; list && !list.IsNull()) {
-    if (!list.IsSequence()) cx.fail(list, "'images' must be a list of {image, entrypoint, env}");
+    if (!list.IsSequence()) cx.fail(list, "'images' must be a list of {image, entrypoint, cmd, env, user}");
     for (const auto& node : list) {
       if (!node.IsMap()) cx.fail(node, "an image default must be a mapping {image, entrypoint, env}");
       ImageDefault image;
       image.service = service;
       image.image = scalar(cx, node, "image", true);
       check_regex(cx, node, image.image, "image regex");
-      image.entrypoint = scalar(cx, node, "entrypoint", true);
+      image.entrypoint = scalar(cx, node, "entrypoint", false);
       image.cmd = scalar(cx, node, "cmd", false);
+      image.user = scalar(cx, node, "user", false);
       image.env = string_map(cx, node, "env");
       rules.images.push_back(std::move(image));
     }

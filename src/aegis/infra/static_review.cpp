@@ -399,9 +399,13 @@ class Reviewer {
   }
 
   void check_invocations(const std::vector<Invocation>& invocations, const std::string& file, const std::string& origin,
-                         std::size_t fallback_line = 0, const std::string& column = {}) {
+                         std::size_t fallback_line = 0, const std::string& column = {}, bool network_reachable = true) {
     for (const auto& inv : invocations)
       for (const auto& c : commands_) {
+        // Inside a container every server binds 0.0.0.0; whether the network reaches it is decided
+        // by what publishes its ports (a Compose service published only on loopback is not reached).
+        const bool listening_rule = !c.rule->command.host_flags.empty() || !c.rule->command.host_env.empty();
+        if (listening_rule && !network_reachable) continue;
         const std::string why = command_holds(c, inv);
         if (why.empty()) continue;
         // The reason first: table reports shorten long evidence from the end.
@@ -452,7 +456,8 @@ class Reviewer {
   // `entrypoint`/`cmd` are nullopt when the deployment does not set them.
   void check_container(const std::string& image, std::optional<std::vector<std::string>> entrypoint,
                        std::optional<std::vector<std::string>> cmd, const Environment& file_env,
-                       const std::string& file, std::size_t line, const std::string& origin, const std::string& column) {
+                       const std::string& file, std::size_t line, const std::string& origin, const std::string& column,
+                       bool network_reachable = true) {
     const ImageDefault* defaults = image.empty() ? nullptr : image_default(image);
     Environment env;
     if (defaults) env = defaults->env;
@@ -472,7 +477,7 @@ class Reviewer {
     if (words.empty()) return;
     std::string where = origin;
     if (defaults && !entrypoint) where += " (image " + image + " runs " + defaults->entrypoint + ")";
-    check_invocations(detail::invocation_from_words(words, env, line), file, where, line, column);
+    check_invocations(detail::invocation_from_words(words, env, line), file, where, line, column, network_reachable);
   }
 
   // ---- Dockerfiles ----
@@ -522,7 +527,9 @@ class Reviewer {
       for (const auto& instruction : stage.instructions) {
         const std::string& kw = instruction.keyword;
         if (kw == "ENV" || kw == "ARG") {
-          for (const auto& [name, value] : detail::parse_env_assignments(instruction.args, kw == "ENV")) {
+          for (const auto& assignment : detail::parse_env_assignments(instruction.args, kw == "ENV")) {
+            const std::string& name = assignment.first;  // not a structured binding: clang 14 cannot capture those
+            const std::string& value = assignment.second;
             env[name] = value;
             for_structural("dockerfile", "secret-in-env", [&](const StaticRule& rule) {
               if (!search(param(rule, "name_regex"), name) || !is_secret_value(value)) return;
@@ -565,6 +572,9 @@ class Reviewer {
         if (user) alias_user[lower(stage.alias)] = *user;
       }
       if (!final_stage) continue;
+      if (!user && !from_alias)
+        if (const ImageDefault* base_image = image_default(stage.image); base_image && !base_image->user.empty())
+          user = base_image->user;  // the base image's own USER carries over
       for_structural("dockerfile", "user-root", [&](const StaticRule& rule) {
         if (!user) {
           emit(rule.info, Site{path, stage.line, "USER"},
@@ -630,8 +640,8 @@ class Reviewer {
           for_structural("compose", "user-root", [&](const StaticRule& rule) {
             emit(rule.info, Site{path, yaml_line(svc["user"]), column}, "service '" + name + "' sets user: " + user);
           });
-        for (const auto& [var, value] : env)
-          for_structural("compose", "secret-in-env", [&](const StaticRule& rule) {
+        for (const auto& entry : env)
+          for_structural("compose", "secret-in-env", [&, &var = entry.first, &value = entry.second](const StaticRule& rule) {
             if (!search(param(rule, "name_regex"), var) || !is_secret_value(value)) return;
             emit(rule.info, Site{path, yaml_line(svc["environment"]), column},
                  "service '" + name + "' sets " + var + " to a literal value (" + std::to_string(value.size()) + " characters) in the Compose file");
@@ -645,8 +655,10 @@ class Reviewer {
                 emit(rule.info, Site{path, yaml_line(volume), column}, "service '" + name + "' mounts " + source);
               });
           }
+        bool reachable = network == "host";
         if (const YAML::Node ports = svc["ports"]; ports && ports.IsSequence())
-          for (const auto& port : ports) check_compose_port(path, name, column, port);
+          for (const auto& port : ports)
+            if (check_compose_port(path, name, column, port)) reachable = true;
         bool entry_list = false, cmd_list = false;
         std::optional<std::vector<std::string>> entrypoint, cmd;
         if (svc["entrypoint"]) {
@@ -657,19 +669,18 @@ class Reviewer {
           auto words = yaml_words(svc["command"], &cmd_list);
           cmd = cmd_list ? words : shell_words(words.empty() ? std::string() : words.front());
         }
-        check_container(yaml_scalar(svc["image"]), entrypoint, cmd, env, path, line, "service '" + name + "'", column);
+        check_container(yaml_scalar(svc["image"]), entrypoint, cmd, env, path, line, "service '" + name + "'", column, reachable);
       }
     }
   }
 
-  void check_compose_port(const std::string& path, const std::string& name, const std::string& column, const YAML::Node& port) {
+  // Reports an ML port published on every interface; returns whether the port is published beyond loopback.
+  bool check_compose_port(const std::string& path, const std::string& name, const std::string& column, const YAML::Node& port) {
     std::string host_ip;
     int container_port = 0;
-    bool published = false;
     if (port.IsMap()) {
       host_ip = yaml_scalar(port["host_ip"]);
       container_port = std::atoi(yaml_scalar(port["target"]).c_str());
-      published = port["published"].IsDefined();
     } else {
       std::string spec = yaml_scalar(port);
       spec = spec.substr(0, spec.find('/'));  // "8080:80/tcp"
@@ -689,12 +700,11 @@ class Reviewer {
       parts.push_back(current);
       if (parts.size() == 3) host_ip = parts[0];
       container_port = std::atoi(parts.back().c_str());
-      published = parts.size() >= 2;
     }
-    if (!published) return;  // "8888" alone publishes on a random host port, on all interfaces
+    // "8888" alone, or a long form without `published`, still publishes: on a random host port.
     if (!host_ip.empty()) {
       const auto loopback = detail::is_loopback_address(host_ip);
-      if (loopback && *loopback) return;
+      if (loopback && *loopback) return false;
     }
     for_structural("compose", "published-port", [&](const StaticRule& rule) {
       const auto& ports = rule.structural.ports;
@@ -703,6 +713,7 @@ class Reviewer {
            "service '" + name + "' publishes container port " + std::to_string(container_port) + " on " +
                (host_ip.empty() ? std::string("every host interface") : host_ip) + " (" + yaml_scalar(port) + ")");
     });
+    return true;
   }
 
   // ---- Kubernetes ----
@@ -895,8 +906,8 @@ class Reviewer {
           if (!scripts.empty()) jobs.emplace_back(yaml_scalar(job.first), std::move(scripts));
         }
       }
-      for (const auto& [job, scripts] : jobs)
-        for_structural("workflow", "unverified-model-download", [&](const StaticRule& rule) {
+      for (const auto& entry : jobs)
+        for_structural("workflow", "unverified-model-download", [&, &job = entry.first, &scripts = entry.second](const StaticRule& rule) {
           const std::string download = param(rule, "download_regex");
           const std::string verify = param(rule, "verify_regex");
           const std::string load = param(rule, "load_regex");
