@@ -282,6 +282,7 @@ class Reviewer {
   std::vector<core::Finding>* findings_ = nullptr;
   std::map<std::string, std::size_t> per_rule_;
   std::unique_ptr<privacy::Detector> detector_;
+  std::map<std::string, std::unique_ptr<RE2>> regex_cache_;
 
   void emit(const RuleInfo& rule, const Site& site, std::string evidence) {
     if (++per_rule_[rule.id] > kMaxFindingsPerRulePerFile) return;
@@ -304,11 +305,20 @@ class Reviewer {
     return it == rule.structural.params.end() ? fallback : it->second;
   }
 
-  static bool search(const std::string& pattern, std::string_view text) {
+  // Rule regexes are compiled once per review, not once per use.
+  const RE2& compiled(const std::string& pattern) {
+    auto& slot = regex_cache_[pattern];
+    if (!slot) {
+      RE2::Options options;
+      options.set_log_errors(false);
+      slot = std::make_unique<RE2>(pattern, options);
+    }
+    return *slot;
+  }
+
+  bool search(const std::string& pattern, std::string_view text) {
     if (pattern.empty()) return false;
-    RE2::Options options;
-    options.set_log_errors(false);
-    const RE2 re(pattern, options);
+    const RE2& re = compiled(pattern);
     return re.ok() && RE2::PartialMatch(text, re);
   }
 
@@ -594,9 +604,8 @@ class Reviewer {
   void check_download(const std::string& path, const detail::DockerInstruction& instruction) {
     for_structural("dockerfile", "insecure-download", [&](const StaticRule& rule) {
       const std::string url_regex = param(rule, "url_regex");
-      RE2::Options options;
-      options.set_log_errors(false);
-      const RE2 re(url_regex, options);
+      if (url_regex.empty()) return;
+      const RE2& re = compiled(url_regex);
       if (!re.ok()) return;
       std::string url;  // the first capture group, when the pattern has one, is the URL
       if (re.NumberOfCapturingGroups() >= 1) {
