@@ -396,6 +396,10 @@ TEST(InfraStatic, HostileFilesAreFindingsNeverCrashes) {
   EXPECT_EQ(fired(review_text("compose.yaml", deep_yaml, rules())), std::set<std::string>{"infra.parse-error"});
   const std::string deep_json = "{\"cells\": " + std::string(100000, '[') + std::string(100000, ']') + "}";
   EXPECT_EQ(fired(review_text("x.ipynb", deep_json, rules())), std::set<std::string>{"infra.parse-error"});
+  // JSON-ish objects separated by commas outside any collection: yaml-cpp 0.7 allocates without end on
+  // it (found by the fuzz target), so it is refused before yaml-cpp sees it.
+  EXPECT_EQ(fired(review_text(".github/workflows/x.yml", " {\n  \"file\": \"x\"\n },\n {\n  \"d\": 1\n }\n", rules())),
+            std::set<std::string>{"infra.parse-error"});
   // Aliases (the "billion laughs" shape) are references in yaml-cpp; the review reads only the keys it needs.
   std::string laughs = "a: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\n";
   for (char c = 'b'; c <= 'j'; ++c) {

@@ -126,12 +126,20 @@ struct Site {
 };
 
 // yaml-cpp recurses while it builds nodes: refuse nesting that deep before handing it the text.
+// Also refuses a flow collection followed by ',' outside any collection (" {...},\n {...}"): not
+// YAML, and yaml-cpp 0.7 loops allocating on it until memory runs out (found by the fuzz target).
 bool yaml_too_deep(std::string_view text) {
   int depth = 0;
   int max_depth = 0;
+  bool closed_at_top = false;
   for (char c : text) {
+    if (closed_at_top && c == ',') throw core::FormatError("a flow collection followed by ',' outside any collection: not YAML");
+    if (c != ' ' && c != '\t' && c != '\r' && c != '\n') closed_at_top = false;
     if (c == '[' || c == '{') max_depth = std::max(max_depth, ++depth);
-    if (c == ']' || c == '}') depth = std::max(0, depth - 1);
+    if (c == ']' || c == '}') {
+      depth = std::max(0, depth - 1);
+      closed_at_top = depth == 0;
+    }
   }
   if (max_depth > kMaxYamlDepth) return true;
   std::size_t indent_max = 0;
