@@ -88,34 +88,31 @@ std::string printable(std::string_view text, std::size_t limit = 240) {
   return out;
 }
 
+// The review's own rules (not from a rule file): about files it could not review.
+RuleInfo review_rule(std::string id, core::Severity severity, std::string title, std::string remediation) {
+  RuleInfo r;
+  r.id = std::move(id);
+  r.service = "infra";
+  r.severity = severity;
+  r.title = std::move(title);
+  r.atlas = {"AML.T0049"};
+  r.nist_ai_rmf = {"MEASURE 2.7"};
+  r.remediation = std::move(remediation);
+  return r;
+}
+
 const RuleInfo& parse_error_rule() {
-  static const RuleInfo rule = [] {
-    RuleInfo r;
-    r.id = "infra.parse-error";
-    r.service = "infra";
-    r.severity = core::Severity::Low;
-    r.title = "A deployment file could not be read, so it was not reviewed";
-    r.atlas = {"AML.T0049"};
-    r.nist_ai_rmf = {"MEASURE 2.7"};
-    r.remediation = "Fix the file's syntax (a file a tool cannot read is also one a deployment may read differently), "
-                    "or render templates first (helm template ... > rendered.yaml) and review the output.";
-    return r;
-  }();
+  static const RuleInfo rule = review_rule(
+      "infra.parse-error", core::Severity::Low, "A deployment file could not be read, so it was not reviewed",
+      "Fix the file's syntax (a file a tool cannot read is also one a deployment may read differently), "
+      "or render templates first (helm template ... > rendered.yaml) and review the output.");
   return rule;
 }
 
 const RuleInfo& too_large_rule() {
-  static const RuleInfo rule = [] {
-    RuleInfo r;
-    r.id = "infra.file-too-large";
-    r.service = "infra";
-    r.severity = core::Severity::Info;
-    r.title = "A deployment file is larger than the review reads, so it was not reviewed";
-    r.atlas = {"AML.T0049"};
-    r.nist_ai_rmf = {"MEASURE 2.7"};
-    r.remediation = "Review it by hand or raise the limit; deployment files this large are unusual.";
-    return r;
-  }();
+  static const RuleInfo rule = review_rule(
+      "infra.file-too-large", core::Severity::Info, "A deployment file is larger than the review reads, so it was not reviewed",
+      "Review it by hand or raise the limit; deployment files this large are unusual.");
   return rule;
 }
 
