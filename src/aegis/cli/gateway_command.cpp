@@ -2,10 +2,13 @@
 #include "aegis/cli/gateway_command.h"
 
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <memory>
 #include <string>
 
+#include "aegis/cli/common_options.h"
 #include "aegis/core/error.h"
+#include "aegis/gateway/config_review.h"
 #include "aegis/gateway/auth_filters.h"
 #include "aegis/gateway/config.h"
 #include "aegis/gateway/monitor_hub.h"
@@ -17,6 +20,8 @@ namespace {
 
 struct GatewayFlags {
   std::string config;
+  std::string review_config;
+  CommonOptions common;
   bool check = false;
   std::string key_env = "AEGIS_API_KEY";
 };
@@ -61,6 +66,19 @@ int run_hash_key(const GatewayFlags& flags) {
   return 0;
 }
 
+// `aegis gateway review CONFIG`: the controls each route lacks, as findings (what `aegis assess`
+// runs on an endpoint's gateway). The config is loaded exactly as the gateway loads it.
+int run_review(const GatewayFlags& flags) {
+  auto config = gateway::load_gateway_config(flags.review_config);
+  const auto findings = gateway::review_gateway_config(config);
+  std::size_t filters = 0;
+  for (const auto& route : config.routes) filters += route.filters.size();
+  const nlohmann::json extra = {{"listen", config.listen.address + ":" + std::to_string(config.listen.port)},
+                                {"routes", config.routes.size()}, {"filters", filters},
+                                {"audit_log", config.audit.enabled}};
+  return finish_results(flags.common, "gateway review", {flags.review_config}, findings, extra.dump());
+}
+
 }  // namespace
 
 void register_gateway_command(CLI::App& app, int& exit_code) {
@@ -75,6 +93,12 @@ void register_gateway_command(CLI::App& app, int& exit_code) {
                                        "print the hash of an API key (read from stdin or $AEGIS_API_KEY) for the api_key filter's keys:");
   hash->add_option("--env", flags->key_env, "environment variable holding the key (default AEGIS_API_KEY)");
   hash->callback([flags, &exit_code] { exit_code = run_hash_key(*flags); });
+  auto* review = command->add_subcommand(
+      "review", "review a gateway config for missing controls: authentication, rate limits, raw probabilities, "
+                "input validation, LLM guards, audit log, TLS (findings; exit 1 at or above --fail-on)");
+  review->add_option("config", flags->review_config, "gateway YAML file")->required();
+  add_common_options(*review, flags->common);
+  review->callback([flags, &exit_code] { exit_code = run_review(*flags); });
   command->callback([command, flags, &exit_code] {
     if (!command->get_subcommands().empty()) return;
     exit_code = run_gateway(*flags);

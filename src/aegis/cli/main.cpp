@@ -2,7 +2,12 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "aegis/cli/assess_command.h"
 #include "aegis/cli/attack_command.h"
+#include "aegis/cli/inventory_command.h"
+#include "aegis/cli/report_command.h"
+#include "aegis/cli/schedule_command.h"
+#include "aegis/cli/threat_model_command.h"
 #include "aegis/cli/audit_command.h"
 #include "aegis/cli/audit_infra_command.h"
 #include "aegis/cli/certify_command.h"
@@ -44,6 +49,12 @@ int main(int argc, char** argv) {
   aegis::cli::register_guard_command(app, exit_code);
   aegis::cli::register_redteam_command(app, exit_code);
   aegis::cli::register_audit_infra_command(app, exit_code);
+  aegis::cli::register_inventory_command(app, exit_code);
+  aegis::cli::register_threat_model_command(app, exit_code);
+  aegis::cli::register_assess_command(app, exit_code);
+  aegis::cli::register_report_command(app, exit_code);
+  aegis::cli::register_schedule_command(app, exit_code);
+  aegis::cli::register_worker_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -1,4 +1,5 @@
 #include "aegis/core/report.h"
+#include "aegis/core/finding_json.h"
 
 #include <algorithm>
 #include <cctype>
@@ -9,26 +10,6 @@
 namespace aegis::core {
 
 using nlohmann::ordered_json;
-
-std::optional<ReportFormat> parse_report_format(std::string_view text) {
-  if (text == "table") return ReportFormat::Table;
-  if (text == "json") return ReportFormat::Json;
-  if (text == "sarif") return ReportFormat::Sarif;
-  if (text == "markdown" || text == "md") return ReportFormat::Markdown;
-  return std::nullopt;
-}
-
-namespace {
-
-std::string location_text(const Location& location) {
-  std::string text = location.file;
-  if (!location.member.empty()) text += "!" + location.member;
-  if (location.offset) text += " @" + std::to_string(*location.offset);
-  if (location.row) text += " row " + std::to_string(*location.row);
-  if (location.line) text += ":" + std::to_string(*location.line);
-  if (!location.column.empty()) text += " [" + location.column + "]";
-  return text;
-}
 
 ordered_json finding_json(const Finding& finding) {
   ordered_json location = {{"file", finding.location.file}};
@@ -50,6 +31,79 @@ ordered_json finding_json(const Finding& finding) {
     for (const auto& [key, value] : properties.items()) item[key] = value;
   }
   return item;
+}
+
+std::optional<Finding> finding_from_json(const nlohmann::json& object, std::string* why) {
+  auto fail = [&](std::string reason) -> std::optional<Finding> {
+    if (why) *why = std::move(reason);
+    return std::nullopt;
+  };
+  if (!object.is_object()) return fail("a finding is a JSON object");
+  auto text = [](const nlohmann::json& o, const char* key) {
+    const auto it = o.find(key);
+    return it != o.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  auto strings = [](const nlohmann::json& o, const char* key) {
+    std::vector<std::string> out;
+    const auto it = o.find(key);
+    if (it != o.end() && it->is_array())
+      for (const auto& v : *it)
+        if (v.is_string()) out.push_back(v.get<std::string>());
+    return out;
+  };
+  Finding f;
+  f.rule_id = text(object, "rule_id");
+  if (f.rule_id.empty()) return fail("a finding without a rule_id");
+  const auto severity = parse_severity(text(object, "severity"));
+  if (!severity) return fail("finding " + f.rule_id + " has no valid severity");
+  f.severity = *severity;
+  f.title = text(object, "title");
+  f.evidence = text(object, "evidence");
+  f.remediation = text(object, "remediation");
+  f.atlas = strings(object, "atlas");
+  f.nist_ai_rmf = strings(object, "nist_ai_rmf");
+  if (const auto it = object.find("location"); it != object.end() && it->is_object()) {
+    const auto& l = *it;
+    f.location.file = text(l, "file");
+    if (f.location.file.empty()) f.location.file = text(l, "request");
+    f.location.member = text(l, "member");
+    f.location.column = text(l, "column");
+    auto number = [&](const char* key) -> std::optional<std::uint64_t> {
+      const auto n = l.find(key);
+      if (n != l.end() && n->is_number_unsigned()) return n->get<std::uint64_t>();
+      return std::nullopt;
+    };
+    f.location.offset = number("offset");
+    f.location.row = number("row");
+    f.location.line = number("line");
+  }
+  nlohmann::json properties = nlohmann::json::object();
+  for (const auto& [key, value] : object.items())
+    if (key != "rule_id" && key != "severity" && key != "title" && key != "location" && key != "evidence" &&
+        key != "atlas" && key != "nist_ai_rmf" && key != "remediation")
+      properties[key] = value;
+  if (!properties.empty()) f.properties_json = properties.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return f;
+}
+
+std::optional<ReportFormat> parse_report_format(std::string_view text) {
+  if (text == "table") return ReportFormat::Table;
+  if (text == "json") return ReportFormat::Json;
+  if (text == "sarif") return ReportFormat::Sarif;
+  if (text == "markdown" || text == "md") return ReportFormat::Markdown;
+  return std::nullopt;
+}
+
+namespace {
+
+std::string location_text(const Location& location) {
+  std::string text = location.file;
+  if (!location.member.empty()) text += "!" + location.member;
+  if (location.offset) text += " @" + std::to_string(*location.offset);
+  if (location.row) text += " row " + std::to_string(*location.row);
+  if (location.line) text += ":" + std::to_string(*location.line);
+  if (!location.column.empty()) text += " [" + location.column + "]";
+  return text;
 }
 
 ordered_json summary_json(const ReportContext& context, std::size_t count) {

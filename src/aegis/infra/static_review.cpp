@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "aegis/core/error.h"
+#include "aegis/core/yaml_guard.h"
 #include "aegis/infra/deployment_files.h"
 #include "aegis/infra/infra.h"
 #include "aegis/privacy/detector.h"
@@ -122,38 +123,8 @@ struct Site {
   std::string column;  // e.g. "services.api" or "Deployment/vllm containers[0]"
 };
 
-// yaml-cpp recurses while it builds nodes: refuse nesting that deep before handing it the text.
-// Also refuses a flow collection followed by ',' outside any collection (" {...},\n {...}"): not
-// YAML, and yaml-cpp 0.7 loops allocating on it until memory runs out (found by the fuzz target).
-bool yaml_too_deep(std::string_view text) {
-  int depth = 0;
-  int max_depth = 0;
-  bool closed_at_top = false;
-  for (char c : text) {
-    if (closed_at_top && c == ',') throw core::FormatError("a flow collection followed by ',' outside any collection: not YAML");
-    if (c != ' ' && c != '\t' && c != '\r' && c != '\n') closed_at_top = false;
-    if (c == '[' || c == '{') max_depth = std::max(max_depth, ++depth);
-    if (c == ']' || c == '}') {
-      depth = std::max(0, depth - 1);
-      closed_at_top = depth == 0;
-    }
-  }
-  if (max_depth > kMaxYamlDepth) return true;
-  std::size_t indent_max = 0;
-  std::size_t pos = 0;
-  while (pos < text.size()) {
-    std::size_t indent = 0;
-    while (pos + indent < text.size() && (text[pos + indent] == ' ' || text[pos + indent] == '-')) ++indent;
-    indent_max = std::max(indent_max, indent);
-    const auto eol = text.find('\n', pos);
-    if (eol == std::string_view::npos) break;
-    pos = eol + 1;
-  }
-  return indent_max > 2 * 200;
-}
-
 std::vector<YAML::Node> load_yaml_documents(std::string_view text) {
-  if (yaml_too_deep(text)) throw core::FormatError("YAML nested deeper than the review reads");
+  if (core::yaml_too_deep(text, kMaxYamlDepth)) throw core::FormatError("YAML nested deeper than the review reads");
   return YAML::LoadAll(std::string(text));
 }
 

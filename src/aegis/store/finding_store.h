@@ -1,7 +1,8 @@
 // The Aegis store's findings: every command run (what it examined, when, with which outcome) and the
 // findings it reported, so that `aegis assess` can show an asset's latest state and reassessment can
-// say which findings are new, still open or fixed. SQLite (embedded) today; the interface holds no
-// SQLite types so that a PostgreSQL backend can sit behind it later.
+// say which findings are new, still open or fixed; and the assessments that ran those commands as
+// jobs, each job recorded exactly once. One interface over two backends: an SQLite file (embedded,
+// the default) and a PostgreSQL server (a team's shared store, workers on several machines).
 #pragma once
 
 #include <array>
@@ -13,16 +14,19 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "aegis/core/finding.h"
 
 namespace aegis::store {
 
-// The findings tables' schema version. A store written by a newer Aegis is refused, never rewritten.
-// Kept per component in the table aegis_schema (not in PRAGMA user_version, which is one number for
-// the whole file, and the file is shared with the lineage graph and the gateway's audit log).
-inline constexpr int kFindingSchemaVersion = 1;
+// The findings tables' schema version: 1 runs and findings, 2 assessments and their jobs. A store at
+// an older version is migrated when opened for writing; one written by a newer Aegis is refused,
+// never rewritten. Kept per component in the table aegis_schema (not in SQLite's PRAGMA user_version,
+// which is one number for the whole file, and the file is shared with the lineage graph and the
+// gateway's audit log).
+inline constexpr int kFindingSchemaVersion = 2;
 
 // One run of one command.
 struct RunRecord {
@@ -71,20 +75,59 @@ struct RunDiff {
   std::vector<std::string> fixed;       // in the old run only
 };
 
+// Assessment states.
+inline constexpr std::string_view kAssessmentRunning = "running";
+inline constexpr std::string_view kAssessmentFinished = "finished";
+inline constexpr std::string_view kAssessmentInterrupted = "interrupted";
+inline constexpr std::string_view kAssessmentFailed = "failed";
+
+// One `aegis assess` over an inventory.
+struct AssessmentRecord {
+  std::int64_t id = 0;                  // assigned by the store
+  std::string inventory;                // the inventory file it assessed
+  std::string started_at, finished_at;  // RFC 3339; an empty started_at: now; finished_at "" while running
+  std::string status{kAssessmentRunning};  // running | finished | interrupted | failed
+  std::string summary_json;             // the assessment document (serialized JSON); may be MBs
+};
+
+// Job states.
+inline constexpr std::string_view kJobDone = "done";
+inline constexpr std::string_view kJobFailed = "failed";
+
+// One job of an assessment (one check on one asset) as it ended.
+struct JobRecord {
+  std::int64_t assessment_id = 0;
+  std::string job_key;      // names the job's exact inputs (a hex digest); printable ASCII, no spaces
+  std::string asset, check;
+  std::string state;        // done | failed
+  std::int64_t run_id = 0;  // the run that holds its findings (0 for a failed job)
+  std::string error;        // why it failed
+  std::string worker;       // who ran it
+  std::string finished_at;  // RFC 3339; empty: now
+};
+
 struct FindingStoreOptions {
   // How long a write waits for another process's transaction (a large run takes seconds to commit).
   std::chrono::milliseconds busy_timeout{30'000};
-  // Opens an existing store without writing to it: no file or table is created, and record_run
-  // and set_status throw.
+  // Opens an existing store without writing to it: no file or table is created, no migration runs,
+  // and every call that writes throws.
   bool read_only = false;
 };
 
 class FindingStore {
  public:
-  // Opens (creating when needed, with its folder) the store at `file`. Throws core::Error naming the
-  // file and what to do when it cannot be created or written, is not an SQLite database, belongs to
-  // another application, or was written by a newer schema.
+  // Opens (creating when needed, with its folder) the SQLite store at `file`, migrated to this
+  // Aegis's schema. Throws core::Error naming the file and what to do when it cannot be created or
+  // written, is not an SQLite database, belongs to another application, or was written by a newer
+  // schema.
   explicit FindingStore(const std::filesystem::path& file, FindingStoreOptions options = {});
+  // `location` is a PostgreSQL URL (postgresql://user[:password]@host[:port]/database[?param=value],
+  // also postgres://; any libpq parameter) or else an SQLite file. On PostgreSQL the tables live in
+  // the connection's default schema and are created or migrated at open. Throws core::Error saying
+  // what failed (server unreachable, authentication, missing database, missing privileges, newer
+  // schema) and what to do; a password never appears in its text.
+  explicit FindingStore(const std::string& location, FindingStoreOptions options = {});
+  explicit FindingStore(const char* location, FindingStoreOptions options = {});
   ~FindingStore();
   FindingStore(const FindingStore&) = delete;
   FindingStore& operator=(const FindingStore&) = delete;
@@ -119,7 +162,35 @@ class FindingStore {
   // Sets the triage status of one stored finding. Throws core::Error for an unknown id or status.
   void set_status(std::int64_t finding_id, std::string_view status);
 
+  // Assessments. begin_assessment stores the record (its id ignored) and returns its id.
+  std::int64_t begin_assessment(AssessmentRecord record);
+  // Sets an assessment's status, document and end time ("" = now). Throws core::Error for an unknown
+  // id, status or time.
+  void update_assessment(std::int64_t id, std::string_view status, std::string_view summary_json,
+                         std::string_view finished_at);
+  std::optional<AssessmentRecord> assessment(std::int64_t id) const;
+  // Newest first (by started_at, then id), at most `limit` (0: all); summary_json left empty.
+  std::vector<AssessmentRecord> assessments(std::size_t limit = 100) const;
+
+  // Records a job's end exactly once, also across processes and machines. For state "done", stores
+  // the run, its findings and the job in ONE transaction and returns {run id, true} — unless a done
+  // job with the same (assessment_id, job_key) exists already: then nothing is written and
+  // {its run id, false} comes back, however many workers race. For state "failed" the run is
+  // ignored and not stored: {0, true}, or {run id, false} when the job is done already. A failed
+  // job is replaced by a later record of the same key (a retry), a done one never. Throws
+  // core::Error for an unknown assessment, a bad state, key or time, or an invalid run (nothing is
+  // stored then).
+  std::pair<std::int64_t, bool> record_job(const JobRecord& job, RunRecord run, const std::vector<core::Finding>& findings);
+  // The assessment's jobs in the order their current records were written.
+  std::vector<JobRecord> jobs(std::int64_t assessment_id) const;
+  // The newest (by finished_at) done job with this key in any assessment: a re-run may reuse its
+  // results, since its inputs did not change.
+  std::optional<JobRecord> latest_done_job(std::string_view job_key) const;
+
+  // The SQLite file; empty for a PostgreSQL store.
   const std::filesystem::path& file() const;
+  // The SQLite file, or the PostgreSQL URL with any password replaced by ***: for messages.
+  std::string location() const;
 
  private:
   struct Impl;

@@ -1,0 +1,112 @@
+// `aegis worker`: takes assessment jobs from Redis Streams, runs them, records them in the shared
+// store exactly once and only then acknowledges them. A worker that dies mid-job leaves its entry
+// pending; after the claim timeout another worker takes it over, and the store's (assessment, key)
+// constraint keeps the result single even if both finish.
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "aegis/assess/assess.h"
+#include "aegis/assess/job_queue.h"
+#include "aegis/core/error.h"
+
+namespace aegis::assess {
+
+namespace {
+
+// Resets the job's idle time in Redis while it runs, so that a long check is not taken for a dead
+// worker's. Uses its own connection (a RedisJobQueue is one thread's).
+class Heartbeat {
+ public:
+  Heartbeat(const WorkerOptions& options, const RedisJobQueueOptions& queue_options, const DeliveredJob& job,
+            std::string consumer)
+      : thread_([this, &options, queue_options, job, consumer] {
+          try {
+            RedisJobQueue queue(options.queue, queue_options);
+            const auto period = std::max(std::chrono::milliseconds(50), options.claim_idle / 3);
+            std::unique_lock lock(mutex_);
+            while (!stopping_) {
+              if (wake_.wait_for(lock, period, [this] { return stopping_; })) break;
+              lock.unlock();
+              const auto held = queue.touch(job, consumer);
+              lock.lock();
+              if (held != TouchResult::Held) {
+                lost_ = true;
+                break;
+              }
+            }
+          } catch (const std::exception&) {
+            // Redis is away: the job may be claimed by another worker; the store keeps one result.
+          }
+        }) {}
+  ~Heartbeat() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  bool lost() {
+    std::lock_guard lock(mutex_);
+    return lost_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  bool lost_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
+std::size_t run_worker(const WorkerOptions& options) {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  const std::string name = options.name.empty() ? std::string(host) + ":" + std::to_string(::getpid()) : options.name;
+  RedisJobQueueOptions queue_options;
+  queue_options.claim_idle = options.claim_idle;
+  RedisJobQueue queue(options.queue, queue_options);
+  store::FindingStore store(options.store);
+  auto log = [&](const std::string& line) {
+    if (options.log) options.log(line);
+  };
+  log("aegis worker " + name + ": waiting for jobs on " + queue.display_url() + ", results to " + store.location());
+  const auto scratch = options.scratch.empty() ? std::filesystem::temp_directory_path() / ("aegis-worker-" + std::to_string(::getpid()))
+                                               : options.scratch;
+  std::size_t ran = 0;
+  while (!(options.stop && options.stop()) && (options.max_jobs == 0 || ran < options.max_jobs)) {
+    std::optional<DeliveredJob> delivered;
+    try {
+      delivered = queue.next(name, std::chrono::milliseconds(500));
+    } catch (const core::Error& e) {
+      log(std::string("queue: ") + e.what() + "; retrying");
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      continue;
+    }
+    if (!delivered) continue;
+    const Job& job = delivered->job;
+    log("job " + job.key.substr(0, 12) + ": " + job.asset + " " + job.check + " (assessment " + std::to_string(job.assessment_id) +
+        (delivered->claimed_from_dead_worker ? ", taken over from a silent worker" : "") + ")");
+    JobOutcome outcome;
+    {
+      Heartbeat heartbeat(options, queue_options, *delivered, name);
+      outcome = execute_job(job, options.aegis_binary, scratch / job.key.substr(0, 16));
+    }
+    const auto [run_id, stored] = record_outcome(store, job, outcome, name);
+    queue.ack(*delivered);
+    ++ran;
+    log("job " + job.key.substr(0, 12) + ": " + (outcome.ok ? "done" : "failed: " + outcome.error) +
+        (stored ? ", run " + std::to_string(run_id) : ", already recorded by another worker (run " + std::to_string(run_id) + ")"));
+  }
+  std::error_code ec;
+  if (options.scratch.empty()) std::filesystem::remove_all(scratch, ec);
+  return ran;
+}
+
+}  // namespace aegis::assess
