@@ -79,6 +79,16 @@ demo: build
 	@echo "== aegis audit-infra: the deployment files of an example ML platform (examples/infra) =="
 	@./$(BUILD)/aegis audit-infra examples/infra --format table; status=$$?; \
 	echo "(exit status $$status: 1 = findings at or above --fail-on)"; [ $$status -le 1 ]
+	@echo "== aegis assess: the whole engagement over examples/assess/inventory.yaml (threat model, scan, attacks, MIA, extraction, PII, gateway review, red team, infra) =="
+	@mkdir -p $(BUILD)/demo && rm -f $(BUILD)/demo/assess-store.db* $(BUILD)/demo/chat-18431.port; \
+	./$(BUILD)/bench/scripted_chat_server 18431 > $(BUILD)/demo/chat-18431.port 2>/dev/null & pid=$$!; \
+	for i in $$(seq 50); do [ -s $(BUILD)/demo/chat-18431.port ] && break; sleep 0.1; done; \
+	./$(BUILD)/aegis assess examples/assess/inventory.yaml --store $(BUILD)/demo/assess-store.db --html $(BUILD)/demo/assessment.html \
+	  --format markdown --output $(BUILD)/demo/assessment.md; status=$$?; kill $$pid; \
+	echo "(exit status $$status; reports: $(BUILD)/demo/assessment.html and assessment.md; \
+	'aegis report --store $(BUILD)/demo/assess-store.db --format html' rebuilds them from the store)"; [ $$status -le 1 ]
+	@echo "== aegis schedule: what is due for reassessment under the inventory's policy =="
+	@./$(BUILD)/aegis schedule examples/assess/inventory.yaml --store $(BUILD)/demo/assess-store.db --quiet
 	@echo "== aegis audit-infra --target: a real Jupyter server started on loopback without a token, probed read-only =="
 	@dir=$(abspath $(BUILD))/demo/jupyter; rm -rf $$dir; mkdir -p $$dir; \
 	port=$$($(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \

@@ -233,3 +233,40 @@ TEST(Schedule, DueByPolicyForTheRightReasons) {
 
 }  // namespace
 }  // namespace aegis::assess
+
+namespace aegis::assess {
+namespace {
+
+// The verify check: a signed model folder verifies, a swapped file is a finding and a new job.
+TEST(Assessment, VerifyCheckFollowsTheSignature) {
+  test::TempDir dir;
+  std::filesystem::create_directories(dir.path / "model");
+  std::filesystem::copy_file(test::source_dir() / "examples/state_dict.pt", dir.path / "model/weights.pt");
+  std::ofstream(dir.path / "model/config.json") << "{}";
+  ::setenv("AEGIS_KEY_PASSPHRASE", "assessment test", 1);
+  ASSERT_EQ(test::run_cli({"keygen", "--out", (dir.path / "signer").string()}).exit_code, 0);
+  ASSERT_EQ(test::run_cli({"sign", (dir.path / "model").string(), "--key", (dir.path / "signer.pem").string(), "--signature",
+                           (dir.path / "model.sig").string()}).exit_code, 0);
+  std::ofstream(dir.path / "inventory.yaml") << "assets:\n  - {id: m, kind: model, files: [model/weights.pt, model/config.json], "
+                                                "signature: model.sig, signature_key: signer.pub.pem}\n";
+  auto load = threat::load_inventory(dir.path / "inventory.yaml");
+  ASSERT_TRUE(load.ok());
+  AssessOptions options;
+  options.store = (dir.path / "store.db").string();
+  options.aegis_binary = AEGIS_CLI_PATH;
+  options.only_checks = {"verify"};
+  const auto signed_ok = run_assessment(load.inventory, options);
+  EXPECT_EQ(state(signed_ok.document, "m", "verify"), "done");
+  EXPECT_TRUE(asset(signed_ok.document, "m")["findings"].empty()) << asset(signed_ok.document, "m")["findings"].dump();
+  bool tested = false;
+  for (const auto& t : asset(signed_ok.document, "m")["techniques"])
+    if (t["id"] == "AML.T0010.003") tested = t["tested"];
+  EXPECT_TRUE(tested) << "the signature is evidence about model supply-chain compromise";
+  std::ofstream(dir.path / "model/config.json") << "{\"swapped\": true}";
+  const auto swapped = run_assessment(load.inventory, options);
+  EXPECT_EQ(swapped.ran, 1u) << "a changed file is a new verify job";
+  EXPECT_FALSE(asset(swapped.document, "m")["findings"].empty());
+}
+
+}  // namespace
+}  // namespace aegis::assess

@@ -188,6 +188,9 @@ class SuiteServer {
 
 enum class Backend { Sqlite, Postgres };
 
+// How test names and failures show the parameter.
+void PrintTo(Backend backend, std::ostream* out) { *out << (backend == Backend::Sqlite ? "SQLite" : "PostgreSQL"); }
+
 // Each test gets a store of its own: a file in a fresh folder, or a fresh database.
 class FindingStoreTest : public ::testing::TestWithParam<Backend> {
  protected:
@@ -1368,6 +1371,19 @@ TEST_F(FindingStorePostgres, AWrongPasswordIsRefusedAndNeverPrinted) {
   EXPECT_EQ(by_parameter.location(),
             server_->url(database, SuiteServer::kPasswordUser) + "?password=***&application_name=aegis-test");
   EXPECT_EQ(by_parameter.runs().size(), 1u);
+}
+
+TEST_F(FindingStorePostgres, TakesEitherSchemeInAnyCase) {
+  const std::string url = server_->create_database();
+  const std::string rest = url.substr(url.find("://"));
+  std::int64_t run_id = 0;
+  {
+    FindingStore store("POSTGRESQL" + rest);
+    run_id = store.record_run(make_run("scan", "a", "2025-06-01T00:00:00Z"), {});
+  }
+  FindingStore store("postgres" + rest);
+  EXPECT_TRUE(store.run(run_id).has_value());
+  EXPECT_TRUE(store.file().empty());
 }
 
 TEST_F(FindingStorePostgres, SaysWhenTheDatabaseIsMissing) {

@@ -247,7 +247,10 @@ AssessResult run_assessment(const threat::Inventory& inventory, const AssessOpti
     work();
     for (auto& t : threads) t.join();
   } else {
-    RedisJobQueue queue(options.workers);
+    RedisJobQueueOptions queue_options;
+    // Workers refuse unsigned jobs when they share this key: set it wherever the queue is reachable by others.
+    if (const char* key = std::getenv("AEGIS_QUEUE_KEY"); key && *key) queue_options.signing_key = key;
+    RedisJobQueue queue(options.workers, queue_options);
     std::vector<Job> jobs;
     for (const auto* job : to_run) jobs.push_back(*job);
     queue.enqueue(jobs);

@@ -150,7 +150,13 @@ struct Planner {
       if (files.empty()) return impossible(asset.id, check, "no 'files:' to verify against the signature");
       // A signature covers one file or one folder: the folder that holds all the files.
       std::filesystem::path root = files.size() == 1 ? std::filesystem::path(files.front()) : std::filesystem::path(files.front()).parent_path();
-      return add(asset.id, check, {"verify", root.string(), "--signature", asset.signature}, {root.string(), asset.signature});
+      std::vector<std::string> args{"verify", root.string(), "--signature", asset.signature};
+      std::vector<std::string> inputs{root.string(), asset.signature};
+      if (!asset.signature_key.empty()) {
+        args.insert(args.end(), {"--key", asset.signature_key});
+        inputs.push_back(asset.signature_key);
+      }
+      return add(asset.id, check, args, inputs);
     }
     if (check == threat::kCheckPii) {
       if (files.empty()) return impossible(asset.id, check, "no 'files:' to search for personal data");

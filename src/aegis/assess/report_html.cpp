@@ -25,6 +25,7 @@ body { margin: 0; font: 15px/1.5 -apple-system, "Segoe UI", Helvetica, Arial, sa
 header.report { background: #14213d; color: #fff; padding: 24px 40px; }
 header.report h1 { margin: 0 0 6px; font-size: 26px; }
 header.report p { margin: 2px 0; color: #d0d6e2; }
+header.report code { background: rgba(255, 255, 255, 0.15); color: #ffffff; }
 main { padding: 8px 40px 40px; max-width: 1400px; }
 nav.toc { background: var(--bg-soft); border: 1px solid var(--line); border-radius: 6px; padding: 10px 20px; margin: 20px 0; }
 nav.toc ul { margin: 4px 0; padding-left: 20px; }
@@ -41,7 +42,7 @@ pre.evidence { background: var(--bg-soft); border: 1px solid var(--line); paddin
 .muted, .note { color: var(--muted); }
 .note { font-size: 13px; }
 .warning { background: #fff4e5; border: 1px solid #f0b45b; padding: 8px 12px; border-radius: 4px; }
-.sev, .risk, .state { display: inline-block; padding: 0 7px; border-radius: 10px; font-size: 12px; font-weight: 600; color: #fff; background: #7a8290; }
+.sev, .risk, .state { display: inline-block; white-space: nowrap; padding: 0 7px; border-radius: 10px; font-size: 12px; font-weight: 600; color: #fff; background: #7a8290; }
 .sev-critical, .risk-critical { background: #7b1020; }
 .sev-high, .risk-high { background: #c0392b; }
 .sev-medium, .risk-medium { background: #d68910; }
@@ -66,7 +67,7 @@ article.finding.sev-border-medium { border-left-color: #d68910; }
 article.finding.sev-border-low { border-left-color: #2e86c1; }
 article.finding h4 { margin: 6px 0; }
 figure { margin: 12px 0; }
-figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
+figure img { max-width: min(100%, 760px); height: auto; border: 1px solid var(--line); }
 figcaption { color: var(--muted); font-size: 13px; }
 .matrix { display: flex; gap: 6px; overflow-x: auto; padding-bottom: 8px; }
 .tactic { flex: 0 0 150px; background: var(--bg-soft); border: 1px solid var(--line); border-radius: 4px; padding: 6px; }
@@ -103,6 +104,17 @@ std::string with_code_spans(std::string_view text) {
     position = close + 1;
   }
   return out;
+}
+
+// "tpr_at_0_1pct_fpr" (the `aegis mia` JSON key) -> "TPR at 0.1% FPR"; other keys as they are.
+std::string rate_label(const std::string& key) {
+  constexpr std::string_view kPrefix = "tpr_at_", kSuffix = "pct_fpr";
+  if (key.size() <= kPrefix.size() + kSuffix.size() || key.rfind(kPrefix, 0) != 0 ||
+      key.compare(key.size() - kSuffix.size(), kSuffix.size(), kSuffix) != 0)
+    return key;
+  std::string rate = key.substr(kPrefix.size(), key.size() - kPrefix.size() - kSuffix.size());
+  std::replace(rate.begin(), rate.end(), '_', '.');
+  return "TPR at " + rate + "% FPR";
 }
 
 std::string severity_badge(const std::string& severity) {
@@ -339,6 +351,7 @@ class HtmlReport {
     attribute("API", plain("api"));
     attribute("Gateway config", text(asset, "gateway").empty() ? "" : "<code>" + plain("gateway") + "</code>");
     attribute("Endpoint", endpoint_html(text(asset, "endpoint")));
+    attribute("Serves", served_models_html(entry.id));
     attribute("Training data", joined_html(strings(asset, "datasets"), [this](const std::string& id) { return asset_link(id); }));
     attribute("Sensitivity", html_escape(join_text(strings(asset, "sensitivity"))));
     attribute("Source", plain("source"));
@@ -376,6 +389,15 @@ class HtmlReport {
     return "<code>" + html_escape(id) + "</code>";
   }
   std::string endpoint_html(const std::string& endpoint) { return endpoint.empty() ? std::string() : asset_link(endpoint); }
+  // For an endpoint: links to the models whose `endpoint` names it.
+  std::string served_models_html(const std::string& endpoint_id) {
+    std::string out;
+    if (endpoint_id.empty()) return out;
+    for (const auto& asset : plan_.assets)
+      if (text(*asset.asset, "endpoint") == endpoint_id)
+        out += (out.empty() ? "" : ", ") + std::string("<a href=\"#") + asset.anchor + "\">" + html_escape(asset.label) + "</a>";
+    return out;
+  }
 
   void write_techniques(const json& asset) {
     const auto& techniques = list(asset, "techniques");
@@ -466,7 +488,7 @@ class HtmlReport {
           for (const auto& [key, value] : attack.items())
             if (key.rfind("tpr_at_", 0) == 0 && key.size() > 4 && key.compare(key.size() - 3, 3, "_ci") != 0)
               if (auto rate = number_of(value))
-                rates += (rates.empty() ? "" : "; ") + html_escape(key) + " " + report_text::percent(*rate, 2);
+                rates += (rates.empty() ? "" : "; ") + html_escape(rate_label(key)) + ": " + report_text::percent(*rate, 2);
         const auto auc = number(attack, "auc");
         out_ << "<tr><td>" << html_escape(text(attack, "attack")) << "</td><td class=\"num\">" << (auc ? report_text::fixed(*auc, 3) : "-")
              << "</td><td>" << rates << "</td></tr>\n";
@@ -543,7 +565,8 @@ class HtmlReport {
         out_ << "<li class=\"cell cell-" << state << "\">" << atlas_link(text(technique, "id"), "techniques") << " "
              << html_escape(text(technique, "name")) << "<br><small>tested on " << html_escape(text(technique, "tested")) << " of "
              << html_escape(text(technique, "assets")) << " assets";
-        if (number_or(technique, "findings", 0) > 0) out_ << " · " << html_escape(text(technique, "findings")) << " findings";
+        if (const double findings = number_or(technique, "findings", 0); findings > 0)
+          out_ << " · " << html_escape(text(technique, "findings")) << (findings == 1 ? " finding" : " findings");
         out_ << "</small></li>\n";
       }
       out_ << "</ul></div>\n";

@@ -200,6 +200,12 @@ class MarkdownReport {
     attribute("API", plain("api"));
     attribute("Gateway config", plain("gateway"));
     if (auto endpoint = text(asset, "endpoint"); !endpoint.empty()) attribute("Endpoint", asset_link(endpoint));
+    std::string served;
+    if (!entry.id.empty())
+      for (const auto& other : plan_.assets)
+        if (text(*other.asset, "endpoint") == entry.id)
+          served += (served.empty() ? "" : ", ") + std::string("[") + markdown_escape(other.label) + "](#" + other.anchor + ")";
+    attribute("Serves", served);
     std::string datasets;
     for (const auto& id : strings(asset, "datasets")) datasets += (datasets.empty() ? "" : ", ") + asset_link(id);
     attribute("Training data", datasets);

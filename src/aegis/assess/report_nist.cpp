@@ -99,6 +99,7 @@ class EvidenceCollector {
       if (!reference.empty()) unmatched_.insert(std::string(reference));
       return;
     }
+    if (id != reference) aliases_[std::string(reference)] = id;
     auto& entries = by_id_[id];
     if (entries.seen.insert(evidence.dump(-1, ' ', false, json::error_handler_t::replace)).second)
       entries.items.push_back(std::move(evidence));
@@ -140,8 +141,10 @@ class EvidenceCollector {
     }
     json unmatched = json::array();
     for (const auto& reference : unmatched_) unmatched.push_back(reference);
+    json aliases = json::object();
+    for (const auto& [reference, id] : aliases_) aliases[reference] = id;
     return {{"framework", core.framework}, {"document", core.document}, {"doi", core.doi},
-            {"functions", std::move(functions)}, {"unmatched", std::move(unmatched)}};
+            {"functions", std::move(functions)}, {"unmatched", std::move(unmatched)}, {"aliases", std::move(aliases)}};
   }
 
  private:
@@ -152,6 +155,7 @@ class EvidenceCollector {
   const Core& core_;
   std::map<std::string, Entries> by_id_;
   std::set<std::string> unmatched_;
+  std::map<std::string, std::string> aliases_;  // reference as written -> subcategory id, where they differ
 };
 
 bool check_ran(const json& check) {

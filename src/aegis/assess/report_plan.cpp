@@ -87,6 +87,9 @@ ReportPlan plan_report(const json& document) {
       plan.nist_anchors[id] = plan.anchors.anchor("nist\n" + id, "nist-", id);
     }
   }
+  if (const json& aliases = member(plan.nist, "aliases"); aliases.is_object())
+    for (const auto& [reference, id] : aliases.items())
+      if (auto it = plan.nist_anchors.find(text_of(id)); it != plan.nist_anchors.end()) plan.nist_anchors.emplace(reference, it->second);
   plan.playbooks = fill_playbooks(document);
   for (const auto& playbook : list(plan.playbooks, "playbooks")) {
     const std::string id = text(playbook, "id");

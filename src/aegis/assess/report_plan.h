@@ -48,7 +48,7 @@ struct ReportPlan {
   std::map<std::string, std::vector<std::size_t>> assets_by_risk;  // level (or "unrated") -> asset indexes
   nlohmann::json nist;                          // nist_ai_rmf_section()
   nlohmann::json playbooks;                     // fill_playbooks()
-  std::map<std::string, std::string> nist_anchors;  // subcategory id and function id -> anchor
+  std::map<std::string, std::string> nist_anchors;  // subcategory id (or alias) and function id -> anchor
   std::map<std::string, std::string> playbook_anchors;  // playbook id, and playbook id + "\n" + index of the asset in it -> anchor
 };
 

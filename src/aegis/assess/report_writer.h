@@ -22,7 +22,8 @@ namespace aegis::assess {
 //                    "evidence": [{"source": "finding"|"technique"|"assessment", "asset", "check",
 //                                  "technique", "rule_id", "severity", "title", "note"}],
 //                    "evidence_omitted": N}]}],
-//    "unmatched": [ids referenced by the document that are not subcategories of the Core]}
+//    "unmatched": [ids referenced by the document that are not subcategories of the Core],
+//    "aliases": {"MS-2.10": "MEASURE 2.10", ...: references written otherwise, read as that subcategory}}
 nlohmann::json nist_ai_rmf_section(const nlohmann::json& document);
 
 // The incident-response playbooks that apply to the assessed assets (model extraction, data

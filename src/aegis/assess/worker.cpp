@@ -7,6 +7,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "aegis/assess/assess.h"
@@ -65,12 +66,24 @@ class Heartbeat {
 
 }  // namespace
 
+// A worker runs only what an assessment plans: check subcommands, never a flag that writes a report
+// to a path of the sender's choosing. Whoever can write to the queue should not get more than that.
+static std::string refuse_reason(const Job& job) {
+  static const std::set<std::string> kChecks{"scan", "verify", "pii", "attack", "mia", "extract", "redteam", "gateway", "audit-infra"};
+  if (job.arguments.empty() || !kChecks.contains(job.arguments.front())) return "not an assessment check: " + (job.arguments.empty() ? std::string("(empty)") : job.arguments.front());
+  if (job.arguments.front() == "gateway" && (job.arguments.size() < 2 || job.arguments[1] != "review")) return "only `gateway review` runs as a job";
+  for (const auto& a : job.arguments)
+    if (a == "--output" || a == "-o" || a.starts_with("--output=")) return "jobs may not choose where reports are written";
+  return "";
+}
+
 std::size_t run_worker(const WorkerOptions& options) {
   char host[256] = {};
   ::gethostname(host, sizeof host - 1);
   const std::string name = options.name.empty() ? std::string(host) + ":" + std::to_string(::getpid()) : options.name;
   RedisJobQueueOptions queue_options;
   queue_options.claim_idle = options.claim_idle;
+  if (const char* key = std::getenv("AEGIS_QUEUE_KEY"); key && *key) queue_options.signing_key = key;
   RedisJobQueue queue(options.queue, queue_options);
   store::FindingStore store(options.store);
   auto log = [&](const std::string& line) {
@@ -91,6 +104,24 @@ std::size_t run_worker(const WorkerOptions& options) {
     }
     if (!delivered) continue;
     const Job& job = delivered->job;
+    auto acknowledge = [&] {
+      try {
+        queue.ack(*delivered);
+      } catch (const core::Error& e) {
+        log(std::string("queue: ") + e.what() + "; the job stays pending and will be claimed again");
+      }
+    };
+    if (const auto why = refuse_reason(job); !why.empty()) {
+      log("job " + job.key.substr(0, 12) + " refused: " + why);
+      acknowledge();
+      continue;
+    }
+    if (const auto owner = store.assessment(job.assessment_id); !owner || owner->status != "running") {
+      log("job " + job.key.substr(0, 12) + " skipped: assessment " + std::to_string(job.assessment_id) + " is " +
+          (owner ? owner->status : std::string("not in this store")));
+      acknowledge();
+      continue;
+    }
     log("job " + job.key.substr(0, 12) + ": " + job.asset + " " + job.check + " (assessment " + std::to_string(job.assessment_id) +
         (delivered->claimed_from_dead_worker ? ", taken over from a silent worker" : "") + ")");
     JobOutcome outcome;
@@ -99,7 +130,7 @@ std::size_t run_worker(const WorkerOptions& options) {
       outcome = execute_job(job, options.aegis_binary, scratch / job.key.substr(0, 16));
     }
     const auto [run_id, stored] = record_outcome(store, job, outcome, name);
-    queue.ack(*delivered);
+    acknowledge();
     ++ran;
     log("job " + job.key.substr(0, 12) + ": " + (outcome.ok ? "done" : "failed: " + outcome.error) +
         (stored ? ", run " + std::to_string(run_id) : ", already recorded by another worker (run " + std::to_string(run_id) + ")"));

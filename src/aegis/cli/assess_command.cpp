@@ -28,12 +28,14 @@ struct AssessFlags {
 };
 
 void print_summary(std::ostream& out, const nlohmann::json& document) {
+  char line[512];
   const auto& a = document["assessment"];
   const auto& s = document["summary"];
   out << "Assessment #" << a["id"].get<std::int64_t>() << " of " << a["inventory"].get<std::string>() << " (ATLAS "
       << a["atlas_version"].get<std::string>() << "): " << s["techniques_tested"] << " of " << s["techniques_applicable"]
       << " applicable techniques tested, " << s["checks_run"] << " check(s) run, " << s["checks_failed"] << " failed\n";
-  std::printf("%-26s %-9s %-9s %-10s %-24s %s\n", "ASSET", "KIND", "RISK", "COVERAGE", "FINDINGS (C/H/M/L)", "CHECKS");
+  std::snprintf(line, sizeof line, "%-26s %-9s %-12s %-10s %-20s %s\n", "ASSET", "KIND", "RISK", "COVERAGE", "FINDINGS C/H/M/L", "CHECKS");
+  out << line;
   for (const auto& asset : document["assets"]) {
     std::size_t c[5] = {};
     for (const auto& f : asset["findings"]) {
@@ -45,10 +47,11 @@ void print_summary(std::ostream& out, const nlohmann::json& document) {
     char coverage[32], findings[48];
     std::snprintf(coverage, sizeof coverage, "%zu/%zu", asset["coverage"]["tested"].get<std::size_t>(), asset["coverage"]["applicable"].get<std::size_t>());
     std::snprintf(findings, sizeof findings, "%zu/%zu/%zu/%zu", c[0], c[1], c[2], c[3]);
-    std::printf("%-26s %-9s %-3d %-5s %-10s %-24s %s\n", asset.value("id", "").c_str(), asset.value("kind", "").c_str(),
-                asset["risk"]["score"].get<int>(), asset["risk"]["level"].get<std::string>().c_str(), coverage, findings, checks.c_str());
+    std::snprintf(line, sizeof line, "%-26s %-9s %3d %-8s %-10s %-20s ", asset.value("id", "").c_str(), asset.value("kind", "").c_str(),
+                  asset["risk"]["score"].get<int>(), asset["risk"]["level"].get<std::string>().c_str(), coverage, findings);
+    out << line << checks << "\n";
   }
-  std::fflush(stdout);
+  out.flush();
 }
 
 int run_assess(const AssessFlags& flags) {
@@ -84,7 +87,9 @@ int run_assess(const AssessFlags& flags) {
     assess::write_html_report(html, result.document);
     if (show) std::cerr << "aegis assess: HTML report written to " << flags.html << "\n";
   }
+  // The per-asset summary heads the table; when the report goes to a file it goes to the terminal.
   if (table_wanted(flags.common)) print_summary(std::cout, result.document);
+  else if (show && !flags.common.output.empty()) print_summary(std::cerr, result.document);
   return write_assessment(flags.common, result.document, "assess");
 }
 

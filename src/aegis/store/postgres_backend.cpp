@@ -16,7 +16,7 @@
 #include <pqxx/pqxx>
 
 #include <algorithm>
-#include <cstring>
+#include <cctype>
 #include <unordered_map>
 
 #include "aegis/core/error.h"
@@ -225,6 +225,14 @@ JobRecord read_job(const pqxx::row& row) {
 
 using ReadOnlySnapshot = pqxx::transaction<pqxx::repeatable_read, pqxx::read_only>;
 
+// Whether aegis_schema exists where an unqualified name finds it. Asked of pg_class with the
+// statement's snapshot, not through to_regclass: that one reads the backend's catalog cache, which
+// is not refreshed by taking an advisory lock, so after waiting for another migrator it can still
+// say "missing" about the table that migrator just committed.
+constexpr const char* kSchemaTableExists =
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relname = 'aegis_schema' AND n.nspname = ANY (current_schemas(false)))";
+
 class PostgresBackend final : public FindingBackend {
  public:
   PostgresBackend(const std::string& url, const FindingStoreOptions& options)
@@ -354,7 +362,7 @@ void PostgresBackend::refuse_newer(std::int64_t version) const {
 
 std::int64_t PostgresBackend::read_version() const {
   pqxx::read_transaction tx(*conn_);
-  if (!tx.exec("SELECT to_regclass('aegis_schema') IS NOT NULL")[0][0].as<bool>()) return 0;
+  if (!tx.exec(kSchemaTableExists)[0][0].as<bool>()) return 0;
   const pqxx::result rows =
       tx.exec_params("SELECT version FROM aegis_schema WHERE component = $1", std::string(kFindingComponent));
   return rows.empty() ? 0 : rows[0][0].as<std::int64_t>();
@@ -369,7 +377,7 @@ void PostgresBackend::migrate() {
       pqxx::work tx(*conn_);
       tx.exec("SELECT pg_advisory_xact_lock(" + std::to_string(kMigrationLock) + ")");
       // Only when missing: CREATE ... IF NOT EXISTS needs the CREATE privilege even when the table is there.
-      if (!tx.exec("SELECT to_regclass('aegis_schema') IS NOT NULL")[0][0].as<bool>())
+      if (!tx.exec(kSchemaTableExists)[0][0].as<bool>())
         tx.exec("CREATE TABLE aegis_schema (component TEXT PRIMARY KEY, version INTEGER NOT NULL)");
       const pqxx::result rows =
           tx.exec_params("SELECT version FROM aegis_schema WHERE component = $1", std::string(kFindingComponent));
@@ -547,7 +555,7 @@ RunDiff PostgresBackend::diff_runs(std::int64_t old_run, std::int64_t new_run) c
         "SELECT COALESCE(o.fingerprint, n.fingerprint) AS fingerprint, o.fingerprint IS NOT NULL, n.fingerprint IS NOT NULL "
         "FROM (SELECT DISTINCT fingerprint FROM finding WHERE run_id = $1) o "
         "FULL OUTER JOIN (SELECT DISTINCT fingerprint FROM finding WHERE run_id = $2) n ON o.fingerprint = n.fingerprint "
-        "ORDER BY 1 COLLATE \"C\"",
+        "ORDER BY COALESCE(o.fingerprint, n.fingerprint) COLLATE \"C\"",
         old_run, new_run);
     RunDiff diff;
     for (const auto& row : rows) {
@@ -707,7 +715,12 @@ std::optional<JobRecord> PostgresBackend::latest_done_job(std::string_view job_k
 }  // namespace
 
 std::unique_ptr<FindingBackend> open_postgres_store(const std::string& url, const FindingStoreOptions& options) {
-  return std::make_unique<PostgresBackend>(url, options);
+  // libpq knows the scheme in lower case only.
+  std::string normalized = url;
+  const std::size_t scheme_end = normalized.find("://");
+  std::transform(normalized.begin(), normalized.begin() + static_cast<std::ptrdiff_t>(scheme_end), normalized.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return std::make_unique<PostgresBackend>(normalized, options);
 }
 
 }  // namespace aegis::store::backend

@@ -18,7 +18,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "aegis/core/error.h"
 #include "aegis/store/store_backend.h"
@@ -295,6 +297,7 @@ class SqliteBackend final : public FindingBackend {
     bool has_run_table = false;
   };
   void open();
+  void switch_to_wal();
   SchemaState check_schema();
   void migrate();
   std::int64_t insert_run(const CheckedRun& run);
@@ -357,12 +360,7 @@ void SqliteBackend::open() {
   } else {
     if (sqlite3_db_readonly(db_, "main") == 1)
       throw core::Error("the finding store " + file_ + " is read-only", "make it writable, or " + std::string(kStoreHint));
-    {
-      Statement mode(db_, file_, "PRAGMA journal_mode = WAL");
-      if (!mode.step("switching to write-ahead logging") || mode.text(0) != "wal")
-        throw core::Error("the finding store " + file_ + " cannot use write-ahead logging",
-                          "put the store on a local file system, or " + std::string(kStoreHint));
-    }
+    switch_to_wal();
     // With WAL, NORMAL loses no committed run when a process dies; only an OS crash can take the
     // last ones. A million-finding run grows the -wal file past 100 MB: give that space back after.
     exec(db_, file_, "PRAGMA synchronous = NORMAL", "setting synchronous mode");
@@ -372,6 +370,38 @@ void SqliteBackend::open() {
     if (state.version < kFindingSchemaVersion) migrate();
   }
   exec(db_, file_, "PRAGMA foreign_keys = ON", "enabling foreign keys");
+}
+
+// Switching a new file to WAL needs an exclusive lock. When several processes open a new store at
+// once, SQLite answers BUSY at once, without calling the busy handler, to the ones whose wait could
+// deadlock: they try again until the busy timeout.
+void SqliteBackend::switch_to_wal() {
+  const auto deadline = std::chrono::steady_clock::now() + options_.busy_timeout;
+  for (;;) {
+    int rc = SQLITE_OK;
+    std::string mode;
+    {
+      sqlite3_stmt* stmt = nullptr;
+      rc = sqlite3_prepare_v2(db_, "PRAGMA journal_mode = WAL", -1, &stmt, nullptr);
+      if (rc == SQLITE_OK) {
+        rc = sqlite3_step(stmt);
+        if (rc == SQLITE_ROW) {
+          const unsigned char* text = sqlite3_column_text(stmt, 0);
+          mode = text ? reinterpret_cast<const char*>(text) : "";
+        }
+      }
+      sqlite3_finalize(stmt);
+    }
+    if (rc == SQLITE_ROW) {
+      if (mode != "wal")
+        throw core::Error("the finding store " + file_ + " cannot use write-ahead logging",
+                          "put the store on a local file system, or " + std::string(kStoreHint));
+      return;
+    }
+    if ((rc & 0xff) != SQLITE_BUSY || std::chrono::steady_clock::now() >= deadline)
+      fail(db_, rc, file_, "switching to write-ahead logging");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 }
 
 // Refuses a newer schema, and a database that belongs to another application.

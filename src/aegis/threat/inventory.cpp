@@ -164,7 +164,7 @@ class AssetReader {
 
 const std::set<std::string, std::less<>> kAssetKeys{
     "id", "kind", "name", "description", "owner", "criticality", "sector", "tags", "files", "framework", "task", "llm",
-    "exposure", "endpoint", "datasets", "signature", "tests", "sensitivity", "source", "url", "api", "gateway",
+    "exposure", "endpoint", "datasets", "signature", "signature_key", "tests", "sensitivity", "source", "url", "api", "gateway",
     "stage", "targets"};
 
 void read_tests(AssetReader& reader, const YAML::Node& node, Asset& asset) {
@@ -248,6 +248,7 @@ Asset read_asset(AssetReader& reader, const YAML::Node& node, const std::map<std
     else if (key == "endpoint") reader.scalar(value, key, asset.endpoint);
     else if (key == "datasets") reader.list(value, key, asset.datasets);
     else if (key == "signature") reader.scalar(value, key, asset.signature);
+    else if (key == "signature_key") reader.scalar(value, key, asset.signature_key);
     else if (key == "tests") read_tests(reader, value, asset);
     else if (key == "sensitivity") reader.choices(value, key, kSensitivity, asset.sensitivity);
     else if (key == "source") reader.choice(value, key, kSources, asset.source);
@@ -290,7 +291,7 @@ void check_inventory(const YAML::Node& assets_node, Inventory& inventory, AssetR
         reader.warning(node, "asset '" + asset.id + "': file '" + file + "' does not exist (looked for " + path.string() + "); checks on it will be reported as not possible");
       asset.resolved_files.push_back(path.string());
     }
-    for (auto* field : {&asset.gateway, &asset.signature}) {
+    for (auto* field : {&asset.gateway, &asset.signature, &asset.signature_key}) {
       if (field->empty()) continue;
       *field = resolve(base, *field).string();
     }
@@ -472,6 +473,8 @@ std::string to_yaml(const Inventory& inventory) {
       if (asset.llm) out << YAML::Key << "llm" << YAML::Value << true;
       emit(out, "exposure", asset.exposure);
     }
+    emit(out, "signature", asset.signature);
+    emit(out, "signature_key", asset.signature_key);
     emit(out, "endpoint", asset.endpoint);
     emit_list(out, "datasets", asset.datasets);
     emit_list(out, "sensitivity", asset.sensitivity);

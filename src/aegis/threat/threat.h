@@ -72,6 +72,7 @@ struct Asset {
   std::string endpoint;      // id of the endpoint asset that serves this model, or a URL
   std::vector<std::string> datasets;  // ids of dataset assets it was trained on
   std::string signature;     // model-signing bundle to verify the files against (aegis verify)
+  std::string signature_key; // the signer's public key (PEM) for a key-signed bundle
   std::optional<RobustnessTest> robustness;
   std::optional<MembershipTest> membership;
   std::optional<ExtractionTest> extraction;
@@ -229,6 +230,7 @@ struct ThreatModel {
 // id must exist in the catalog and every check in all_checks(); throws core::Error otherwise.
 std::vector<ThreatRule> shipped_threat_rules(const AtlasCatalog& catalog);
 std::vector<ThreatRule> load_threat_rules(const std::filesystem::path& file, const AtlasCatalog& catalog);
+std::vector<ThreatRule> parse_threat_rules(std::string_view yaml_text, std::string_view origin, const AtlasCatalog& catalog);
 
 // The attribute values an asset exposes to rules: kind, exposure, llm (true/false), task,
 // framework, sensitivity (each), source, stage, criticality, sector, has_files, has_endpoint,

@@ -127,6 +127,10 @@ std::vector<ThreatRule> load_threat_rules(const std::filesystem::path& file, con
   return parse_rules(text.str(), file.string(), catalog);
 }
 
+std::vector<ThreatRule> parse_threat_rules(std::string_view yaml_text, std::string_view origin, const AtlasCatalog& catalog) {
+  return parse_rules(yaml_text, std::string(origin), catalog);
+}
+
 std::map<std::string, std::vector<std::string>> asset_attributes(const Asset& asset, const Inventory& inventory) {
   std::map<std::string, std::vector<std::string>> a;
   auto flag = [](bool b) { return std::vector<std::string>{b ? "true" : "false"}; };
