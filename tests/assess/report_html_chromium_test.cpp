@@ -147,11 +147,17 @@ TEST(AssessReportChromium, ImagesLoadLinksResolveAndThePageRenders) {
     fs::create_directories(artifacts);
   }
 
+  const json document = aegis::test::realistic_document();
   std::ostringstream html_stream;
-  aegis::assess::write_html_report(html_stream, aegis::test::realistic_document());
+  aegis::assess::write_html_report(html_stream, document);
   const std::string html = html_stream.str();
   const fs::path report = artifacts / "assessment-report.html";
   std::ofstream(report, std::ios::binary) << html;
+  {  // The Markdown twin and the input beside it, for whoever looks at the artifacts.
+    std::ofstream markdown(artifacts / "assessment-report.md", std::ios::binary);
+    aegis::assess::write_markdown_report(markdown, document);
+    std::ofstream(artifacts / "assessment-document.json", std::ios::binary) << document.dump(1);
+  }
 
   // The probed copy: the probe before </body>, its hash added to the CSP's script-src.
   std::string probed = html;

@@ -426,6 +426,33 @@ TEST(AssessReportEscaping, HostileDocumentCannotInjectMarkup) {
   EXPECT_NE(markdown.find("&lt;script&gt;"), std::string::npos);
 }
 
+TEST(AssessReportHtml, ManyFindingsBecomeRowsThenACount) {
+  json document = aegis::test::realistic_document();
+  auto& findings = document["assets"][1]["findings"];
+  for (int i = 0; i < 620; ++i)
+    findings.push_back(aegis::test::finding("pii.email", i == 600 ? "critical" : "medium", "EMAIL_ADDRESS in data row " + std::to_string(i),
+                                            "pii", {"AML.T0057"}, {"MEASURE 2.10"}, "j***@example.com", "/data/fashion/train.npz"));
+  const std::string html = html_of(document);
+  expect_in_page_links_resolve(html);
+  EXPECT_EQ(all_matches(html, R"re((<article class="finding[^"]*" id="finding-fashion-train-))re").size(), 50u);
+  EXPECT_NE(html.find("<tr id=\"finding-fashion-train-51\">"), std::string::npos);
+  EXPECT_NE(html.find("<tr id=\"finding-fashion-train-500\">"), std::string::npos);
+  EXPECT_EQ(html.find("id=\"finding-fashion-train-501\""), std::string::npos);
+  EXPECT_NE(html.find("120 more findings are not listed here"), std::string::npos);
+  // Listed most severe first, so that the cut drops medium ones: the critical row 600 leads, and
+  // rows 499 and later are the ones left out.
+  const auto first_article = html.find("id=\"finding-fashion-train-1\"");
+  ASSERT_NE(first_article, std::string::npos);
+  EXPECT_EQ(html.find("EMAIL_ADDRESS in data row 600", first_article), html.find("EMAIL_ADDRESS in data row", first_article));
+  EXPECT_NE(html.find("<a href=\"#finding-fashion-train-1\">EMAIL_ADDRESS in data row 600</a>"), std::string::npos)
+      << "the critical one is among the top findings";
+  EXPECT_NE(html.find("EMAIL_ADDRESS in data row 498<"), std::string::npos);
+  EXPECT_EQ(html.find("EMAIL_ADDRESS in data row 499<"), std::string::npos);
+  const std::string markdown = markdown_of(document);
+  EXPECT_NE(markdown.find("| <a id=\"finding-fashion-train-51\"></a>**medium** | EMAIL\\_ADDRESS in data row 49 |"), std::string::npos);
+  EXPECT_NE(markdown.find("120 more findings are not listed here"), std::string::npos);
+}
+
 TEST(AssessReportEscaping, CollidingAssetIdsGetDistinctAnchors) {
   json document = aegis::test::realistic_document();
   document["assets"][1]["id"] = "fashion.classifier";  // slugs to the same anchor as fashion-classifier

@@ -1207,6 +1207,9 @@ TEST(FindingStoreSqlite, AnyLocationThatIsNotAPostgresUrlIsAFile) {
   FindingStore again(file.c_str());  // const char*
   EXPECT_EQ(again.runs().size(), 1u);
   EXPECT_TRUE(fs::is_regular_file(file));
+  // Never SQLite's private temporary database.
+  expect_error([] { FindingStore store{std::string()}; }, {"no finding store"});
+  expect_error([] { FindingStore store{fs::path()}; }, {"no finding store"});
 }
 
 TEST(FindingStoreSqlite, ShareTheFileWithTheLineageStore) {

@@ -384,8 +384,10 @@ class HtmlReport {
 
   // An asset id as a link to its section when the document has that asset, else as text.
   std::string asset_link(const std::string& id) {
-    for (const auto& asset : plan_.assets)
-      if (asset.id == id && !id.empty()) return "<a href=\"#" + asset.anchor + "\">" + html_escape(asset.label) + "</a>";
+    if (const auto it = plan_.asset_by_id.find(id); it != plan_.asset_by_id.end()) {
+      const auto& asset = plan_.assets[it->second];
+      return "<a href=\"#" + asset.anchor + "\">" + html_escape(asset.label) + "</a>";
+    }
     return "<code>" + html_escape(id) + "</code>";
   }
   std::string endpoint_html(const std::string& endpoint) { return endpoint.empty() ? std::string() : asset_link(endpoint); }
@@ -510,8 +512,9 @@ class HtmlReport {
       out_ << "<p class=\"muted\">No findings for this asset.</p>\n";
       return;
     }
-    for (std::size_t k = 0; k < findings.size() && k < entry.finding_anchors.size(); ++k) {
-      const json& finding = findings[k];
+    const std::size_t listed = entry.listed.size();
+    for (std::size_t k = 0; k < listed && k < kFullFindingsPerAsset; ++k) {
+      const json& finding = *entry.listed[k];
       const std::string severity = text(finding, "severity");
       out_ << "<article class=\"finding sev-border-" << severity_token(finding) << "\" id=\"" << entry.finding_anchors[k] << "\">\n<h4>"
            << severity_badge(severity) << " " << html_escape(text(finding, "title")) << "</h4>\n<dl class=\"attributes\">\n";
@@ -539,8 +542,23 @@ class HtmlReport {
         out_ << "<p><strong>Remediation:</strong> " << with_code_spans(remediation) << "</p>\n";
       out_ << "</article>\n";
     }
-    if (findings.size() > entry.finding_anchors.size())
-      out_ << "<p class=\"note\">" << findings.size() - entry.finding_anchors.size()
+    // Past the first ones (a PII scan can report hundreds), one row each keeps the page readable.
+    if (listed > kFullFindingsPerAsset) {
+      out_ << "<table class=\"more-findings\">\n<tr><th>Severity</th><th>Finding</th><th>Rule</th><th>Location</th><th>Evidence</th></tr>\n";
+      for (std::size_t k = kFullFindingsPerAsset; k < listed; ++k) {
+        const json& finding = *entry.listed[k];
+        bool cut = false;
+        const std::string evidence = evidence_text(finding);
+        const auto shown = report_text::utf8_prefix(evidence, kMaxRowEvidenceBytes, cut);
+        out_ << "<tr id=\"" << entry.finding_anchors[k] << "\"><td>" << severity_badge(text(finding, "severity")) << "</td><td>"
+             << html_escape(text(finding, "title")) << "</td><td><code>" << html_escape(text(finding, "rule_id")) << "</code></td><td>"
+             << html_escape(location_text(member(finding, "location"))) << "</td><td>" << html_escape(shown) << (cut ? "&hellip;" : "")
+             << "</td></tr>\n";
+      }
+      out_ << "</table>\n";
+    }
+    if (findings.size() > listed)
+      out_ << "<p class=\"note\">" << findings.size() - listed
            << " more findings are not listed here; <code>aegis report RUN --format json</code> has all of them.</p>\n";
   }
 
@@ -625,9 +643,10 @@ class HtmlReport {
     if (auto asset = text(evidence, "asset"); !asset.empty()) line += asset_link(asset) + ": ";
     if (source == "finding") {
       line += severity_badge(text(evidence, "severity")) + " " + html_escape(text(evidence, "title"));
-      if (auto rule = text(evidence, "rule_id"); !rule.empty()) line += " (<code>" + html_escape(rule) + "</code>";
-      if (auto check = text(evidence, "check"); !check.empty()) line += (text(evidence, "rule_id").empty() ? " (" : ", ") + std::string("check ") + html_escape(check);
-      if (!text(evidence, "rule_id").empty() || !text(evidence, "check").empty()) line += ")";
+      std::string details;
+      if (auto rule = text(evidence, "rule_id"); !rule.empty()) details = "<code>" + html_escape(rule) + "</code>";
+      if (auto check = text(evidence, "check"); !check.empty()) details += (details.empty() ? "" : ", ") + std::string("check ") + html_escape(check);
+      if (!details.empty()) line += " (" + details + ")";
     } else if (source == "technique") {
       line += atlas_link(text(evidence, "technique"), "techniques") + " " + html_escape(text(evidence, "title")) + ": " +
               html_escape(text(evidence, "note"));

@@ -72,8 +72,10 @@ class MarkdownReport {
   }
 
   std::string asset_link(const std::string& id) {
-    for (const auto& asset : plan_.assets)
-      if (asset.id == id && !id.empty()) return "[" + markdown_escape(asset.label) + "](#" + asset.anchor + ")";
+    if (const auto it = plan_.asset_by_id.find(id); it != plan_.asset_by_id.end()) {
+      const auto& asset = plan_.assets[it->second];
+      return "[" + markdown_escape(asset.label) + "](#" + asset.anchor + ")";
+    }
     return markdown_escape(id);
   }
   std::string nist_reference(const std::string& id) {
@@ -302,10 +304,11 @@ class MarkdownReport {
       out_ << "No findings for this asset.\n\n";
       return;
     }
-    for (std::size_t k = 0; k < findings.size() && k < entry.finding_anchors.size(); ++k) {
-      const json& finding = findings[k];
-      heading(5, entry.finding_anchors[k], "[" + markdown_escape(text(finding, "severity").empty() ? "unknown" : text(finding, "severity")) +
-                                                "] " + markdown_escape(text(finding, "title")));
+    const std::size_t listed = entry.listed.size();
+    for (std::size_t k = 0; k < listed && k < kFullFindingsPerAsset; ++k) {
+      const json& finding = *entry.listed[k];
+      heading(5, entry.finding_anchors[k], "\\[" + markdown_escape(text(finding, "severity").empty() ? "unknown" : text(finding, "severity")) +
+                                                "\\] " + markdown_escape(text(finding, "title")));
       const auto row = [this](std::string_view label, const std::string& value_markdown) {
         if (!value_markdown.empty()) out_ << "- **" << label << ":** " << value_markdown << "\n";
       };
@@ -330,8 +333,22 @@ class MarkdownReport {
                << " bytes are shown; `aegis report RUN --format json` has all of it.*\n\n";
       }
     }
-    if (findings.size() > entry.finding_anchors.size())
-      out_ << "*" << findings.size() - entry.finding_anchors.size()
+    if (listed > kFullFindingsPerAsset) {
+      out_ << "| Severity | Finding | Rule | Location | Evidence |\n| --- | --- | --- | --- | --- |\n";
+      for (std::size_t k = kFullFindingsPerAsset; k < listed; ++k) {
+        const json& finding = *entry.listed[k];
+        bool cut = false;
+        const std::string evidence = evidence_text(finding);
+        const auto shown = report_text::utf8_prefix(evidence, kMaxRowEvidenceBytes, cut);
+        out_ << "| <a id=\"" << entry.finding_anchors[k] << "\"></a>" << severity_label(text(finding, "severity")) << " | "
+             << markdown_escape(text(finding, "title")) << " | " << markdown_escape(text(finding, "rule_id")) << " | "
+             << markdown_escape(location_text(member(finding, "location"))) << " | " << markdown_escape(shown) << (cut ? "..." : "")
+             << " |\n";
+      }
+      out_ << "\n";
+    }
+    if (findings.size() > listed)
+      out_ << "*" << findings.size() - listed
            << " more findings are not listed here; `aegis report RUN --format json` has all of them.*\n\n";
   }
 

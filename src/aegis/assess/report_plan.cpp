@@ -40,17 +40,24 @@ ReportPlan plan_report(const json& document) {
   const auto& assets = list(document, "assets");
   for (std::size_t i = 0; i < assets.size(); ++i) {
     const json& asset = assets[i];
-    AssetEntry entry{&asset, text(asset, "id"), {}, {}, {}};
+    AssetEntry entry{&asset, text(asset, "id"), {}, {}, {}, {}};
     entry.label = text(asset, "name").empty() ? entry.id : text(asset, "name");
     if (entry.label.empty()) entry.label = "asset " + std::to_string(i + 1);
     entry.anchor = plan.anchors.anchor("asset\n" + std::to_string(i), "asset-", entry.id.empty() ? entry.label : entry.id);
-    const auto& findings = list(asset, "findings");
-    for (std::size_t k = 0; k < findings.size() && k < kMaxFindingsPerAsset; ++k)
+    std::vector<const json*> findings;
+    for (const auto& finding : list(asset, "findings")) findings.push_back(&finding);
+    std::stable_sort(findings.begin(), findings.end(), [](const json* a, const json* b) {
+      return severity_rank(text(*a, "severity")) > severity_rank(text(*b, "severity"));
+    });
+    if (findings.size() > kMaxFindingsPerAsset) findings.resize(kMaxFindingsPerAsset);
+    entry.listed = std::move(findings);
+    for (std::size_t k = 0; k < entry.listed.size(); ++k)
       entry.finding_anchors.push_back(plan.anchors.anchor("finding\n" + std::to_string(i) + "\n" + std::to_string(k),
                                                           "finding-", (entry.id.empty() ? "asset" : entry.id) + "-" + std::to_string(k + 1)));
     std::string level = text(member(asset, "risk"), "level");
     if (std::find(kRiskLevels.begin(), kRiskLevels.end(), level) == kRiskLevels.end()) level = "unrated";
     plan.assets_by_risk[level].push_back(i);
+    if (!entry.id.empty()) plan.asset_by_id.emplace(entry.id, i);
     plan.assets.push_back(std::move(entry));
   }
 
@@ -66,12 +73,11 @@ ReportPlan plan_report(const json& document) {
   }
   std::vector<FindingEntry> all;
   for (std::size_t i = 0; i < plan.assets.size(); ++i) {
-    const auto& findings = list(*plan.assets[i].asset, "findings");
-    for (std::size_t k = 0; k < findings.size(); ++k) {
-      if (!counted)
-        if (int rank = severity_rank(text(findings[k], "severity")); rank >= 0) ++plan.counts[kSeverities.size() - 1 - rank];
-      if (k < kMaxFindingsPerAsset) all.push_back({i, k, &findings[k]});
-    }
+    if (!counted)
+      for (const auto& finding : list(*plan.assets[i].asset, "findings"))
+        if (int rank = severity_rank(text(finding, "severity")); rank >= 0) ++plan.counts[kSeverities.size() - 1 - rank];
+    const auto& listed = plan.assets[i].listed;
+    for (std::size_t k = 0; k < listed.size(); ++k) all.push_back({i, k, listed[k]});
   }
   std::stable_sort(all.begin(), all.end(), [](const FindingEntry& a, const FindingEntry& b) {
     return severity_rank(text(*a.value, "severity")) > severity_rank(text(*b.value, "severity"));

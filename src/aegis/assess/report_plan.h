@@ -20,7 +20,9 @@ namespace aegis::assess::report_plan {
 inline constexpr std::array<std::string_view, 5> kSeverities = {"critical", "high", "medium", "low", "info"};
 inline constexpr std::array<std::string_view, 4> kRiskLevels = {"critical", "high", "medium", "low"};
 inline constexpr std::size_t kTopFindings = 10;
+inline constexpr std::size_t kFullFindingsPerAsset = 50;  // in full; the next ones as one table row each
 inline constexpr std::size_t kMaxFindingsPerAsset = 500;  // more are counted, not listed
+inline constexpr std::size_t kMaxRowEvidenceBytes = 160;
 inline constexpr std::size_t kMaxEvidenceBytes = 4000;
 
 // 4 critical .. 0 info; -1 for anything else.
@@ -31,18 +33,22 @@ std::string severity_token(const nlohmann::json& finding);
 struct AssetEntry {
   const nlohmann::json* asset;
   std::string id, label, anchor;            // label: name, or id
-  std::vector<std::string> finding_anchors; // one per listed finding (at most kMaxFindingsPerAsset)
+  // The findings the report lists: most severe first (document order within a severity), at most
+  // kMaxFindingsPerAsset, so that a cut drops the least severe; and their anchors, in the same order.
+  std::vector<const nlohmann::json*> listed;
+  std::vector<std::string> finding_anchors;
 };
 
 struct FindingEntry {
   std::size_t asset;       // index into ReportPlan::assets
-  std::size_t finding;     // index into that asset's findings
+  std::size_t finding;     // index into that asset's `listed` findings
   const nlohmann::json* value;
 };
 
 struct ReportPlan {
   report_text::AnchorRegistry anchors;
   std::vector<AssetEntry> assets;
+  std::map<std::string, std::size_t> asset_by_id;  // the first asset with each id
   std::array<std::size_t, 5> counts{};          // by kSeverities
   std::vector<FindingEntry> top_findings;       // most severe first, document order within a severity
   std::map<std::string, std::vector<std::size_t>> assets_by_risk;  // level (or "unrated") -> asset indexes

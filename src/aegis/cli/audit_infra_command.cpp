@@ -238,7 +238,7 @@ void register_audit_infra_command(CLI::App& app, int& exit_code) {
       ->check(CLI::ExistingFile);
   command->add_flag("--only-rules", flags->only_rule_files, "use only the --rules files, not the built-in rules");
   command->add_flag("--list-rules", flags->list_rules, "list the rules (with --format json: as JSON) and exit");
-  command->add_option("--store", flags->store, "record the run and its findings in this store (SQLite file) for `aegis assess`");
+  command->add_option("--store", flags->store, "record the run and its findings in this store (SQLite file or postgresql:// URL) for `aegis assess`");
   command->add_option("--asset", flags->asset, "the inventory asset this run examined (recorded with --store)");
   add_common_options(*command, flags->common);
   command->callback([flags, &exit_code] { exit_code = run_audit_infra(*flags); });

@@ -82,7 +82,13 @@ int write_assessment(const CommonOptions& options, const nlohmann::json& documen
       if (!file) throw core::Error("cannot write " + options.output, "check the folder exists and is writable");
     }
     std::ostream& out = options.output.empty() ? std::cout : file;
-    if (format == "json") out << document.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    if (format == "json") {
+      // JSON readers get what the HTML shows: the RMF subcategories addressed and the filled-in playbooks.
+      nlohmann::json full = document;
+      full["nist_ai_rmf"] = assess::nist_ai_rmf_section(document);
+      full["playbooks"] = assess::fill_playbooks(document);
+      out << full.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    }
     else if (format == "html") assess::write_html_report(out, document);
     else assess::write_markdown_report(out, document);
     if (!options.output.empty() && !options.quiet) std::cerr << "aegis " << command << ": report written to " << options.output << "\n";

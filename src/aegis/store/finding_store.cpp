@@ -53,6 +53,12 @@ void check_job_key(std::string_view key) {
                       "name the job by the hex digest of its inputs");
 }
 
+void require_location(const std::string& location) {
+  // SQLite would open "" as a private temporary database: a store that forgets everything.
+  if (location.empty())
+    throw core::Error("no finding store was given", "pass --store with an SQLite file or a postgresql:// URL");
+}
+
 }  // namespace
 
 bool is_finding_status(std::string_view status) {
@@ -75,6 +81,7 @@ struct FindingStore::Impl {
 };
 
 FindingStore::FindingStore(const fs::path& file, FindingStoreOptions options) : impl_(std::make_unique<Impl>()) {
+  require_location(file.string());
   impl_->path = file;
   impl_->location = file.string();
   impl_->options = options;
@@ -82,6 +89,7 @@ FindingStore::FindingStore(const fs::path& file, FindingStoreOptions options) : 
 }
 
 FindingStore::FindingStore(const std::string& location, FindingStoreOptions options) : impl_(std::make_unique<Impl>()) {
+  require_location(location);
   impl_->options = options;
   if (backend::is_postgres_url(location)) {
     impl_->location = backend::redact_url(location);

@@ -107,7 +107,8 @@ struct JobRecord {
 };
 
 struct FindingStoreOptions {
-  // How long a write waits for another process's transaction (a large run takes seconds to commit).
+  // How long a write waits for another process's transaction (a large run takes seconds to commit):
+  // SQLite's busy timeout, PostgreSQL's lock_timeout.
   std::chrono::milliseconds busy_timeout{30'000};
   // Opens an existing store without writing to it: no file or table is created, no migration runs,
   // and every call that writes throws.

@@ -30,7 +30,7 @@ namespace {
 // "AegisSch").
 constexpr std::int64_t kMigrationLock = 0x4165676973536368;
 
-const char* kUrlHint = "write it like postgresql://user@host:5432/database (the password in AEGIS_STORE or ~/.pgpass, not on a command line)";
+const char* kUrlHint = "write it like postgresql://user@host:5432/database (give the password through PGPASSWORD or ~/.pgpass rather than on a command line)";
 
 const std::vector<Migration>& migrations() {
   static const std::vector<Migration> kMigrations = {

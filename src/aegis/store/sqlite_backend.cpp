@@ -266,7 +266,12 @@ class SqliteBackend final : public FindingBackend {
  public:
   SqliteBackend(const fs::path& path, const FindingStoreOptions& options)
       : path_(path), file_(path.string()), options_(options) {
-    open();
+    try {
+      open();
+    } catch (...) {
+      sqlite3_close(db_);  // the destructor does not run for a constructor that throws
+      throw;
+    }
   }
   ~SqliteBackend() override { sqlite3_close(db_); }
 

@@ -84,8 +84,9 @@ std::vector<ThreatRule> parse_rules(std::string_view text, const std::string& or
 }
 
 bool matches(const ThreatRule& rule, const std::map<std::string, std::vector<std::string>>& attributes) {
-  for (const auto& [attribute, accepted] : rule.when) {
-    const auto it = attributes.find(attribute);
+  for (const auto& condition : rule.when) {
+    const auto& accepted = condition.second;
+    const auto it = attributes.find(condition.first);
     if (it == attributes.end()) return false;
     const bool any = std::any_of(it->second.begin(), it->second.end(), [&](const std::string& value) {
       return std::find(accepted.begin(), accepted.end(), value) != accepted.end();
