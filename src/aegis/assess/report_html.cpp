@@ -90,20 +90,7 @@ footer { color: var(--muted); font-size: 13px; border-top: 1px solid var(--line)
 
 // Escaped text with `backtick` spans as <code>: playbook steps and check reasons name commands.
 std::string with_code_spans(std::string_view text) {
-  std::string out;
-  std::size_t position = 0;
-  while (position < text.size()) {
-    const std::size_t open = text.find('`', position);
-    const std::size_t close = open == std::string_view::npos ? open : text.find('`', open + 1);
-    if (close == std::string_view::npos) {
-      out += html_escape(text.substr(position));
-      break;
-    }
-    out += html_escape(text.substr(position, open - position));
-    out += "<code>" + html_escape(text.substr(open + 1, close - open - 1)) + "</code>";
-    position = close + 1;
-  }
-  return out;
+  return report_text::split_code_spans(text, html_escape, [](std::string_view code) { return "<code>" + html_escape(code) + "</code>"; });
 }
 
 // "tpr_at_0_1pct_fpr" (the `aegis mia` JSON key) -> "TPR at 0.1% FPR"; other keys as they are.

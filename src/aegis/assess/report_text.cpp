@@ -99,23 +99,30 @@ std::string markdown_escape(std::string_view text) {
   return out;
 }
 
-std::string markdown_with_code_spans(std::string_view text) {
+std::string split_code_spans(std::string_view text, const std::function<std::string(std::string_view)>& prose,
+                             const std::function<std::string(std::string_view)>& code) {
   std::string out;
   std::size_t position = 0;
   while (position < text.size()) {
     const std::size_t open = text.find('`', position);
     const std::size_t close = open == std::string_view::npos ? open : text.find('`', open + 1);
     if (close == std::string_view::npos) {
-      out += markdown_escape(text.substr(position));
+      out += prose(text.substr(position));
       break;
     }
-    out += markdown_escape(text.substr(position, open - position));
-    const std::string code = clean_utf8(text.substr(open + 1, close - open - 1));
-    const bool plain = !code.empty() && code.find_first_of("<>&\r\n") == std::string::npos;
-    out += plain ? "`" + code + "`" : markdown_escape(code);
+    out += prose(text.substr(position, open - position));
+    out += code(text.substr(open + 1, close - open - 1));
     position = close + 1;
   }
   return out;
+}
+
+std::string markdown_with_code_spans(std::string_view text) {
+  return split_code_spans(text, markdown_escape, [](std::string_view inside) {
+    const std::string code = clean_utf8(inside);
+    const bool plain = !code.empty() && code.find_first_of("<>&\r\n") == std::string::npos;
+    return plain ? "`" + code + "`" : markdown_escape(code);
+  });
 }
 
 std::string_view utf8_prefix(std::string_view text, std::size_t max_bytes, bool& cut) {

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <map>
 #include <set>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -22,6 +23,10 @@ std::string markdown_escape(std::string_view text);
 // Inline Markdown with `backtick` spans kept as code spans where their content is plain (no < > &
 // or line breaks, which a code span would show raw); everything else through markdown_escape.
 std::string markdown_with_code_spans(std::string_view text);
+// Text split at `backtick` pairs: prose goes to `prose`, the inside of each pair to `code` (an
+// unpaired backtick stays prose). Both writers render command names this way.
+std::string split_code_spans(std::string_view text, const std::function<std::string(std::string_view)>& prose,
+                             const std::function<std::string(std::string_view)>& code);
 
 // At most `max_bytes` of `text`, cut at a UTF-8 character boundary; `cut` says whether it was cut.
 std::string_view utf8_prefix(std::string_view text, std::size_t max_bytes, bool& cut);
