@@ -22,7 +22,7 @@ DEB_PACKAGES := cmake ninja-build g++ ccache pkg-config libcli11-dev nlohmann-js
   libtorch-dev libopencv-dev libboost-dev libyaml-cpp-dev libeigen3-dev dataset-fashion-mnist openssl \
   libhyperscan-dev libre2-dev libtomlplusplus-dev libphonenumber-dev python3-fake-factory \
   libhiredis-dev redis-server libicu-dev jupyter-server python3-nbformat \
-  libpqxx-dev postgresql chromium
+  libpqxx-dev postgresql chromium fonts-dejavu-core
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
