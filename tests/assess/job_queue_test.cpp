@@ -95,7 +95,7 @@ class RedisJobQueueTest : public ::testing::Test {
     start_error_ = nullptr;
   }
   void SetUp() override {
-    if (!RedisServerProcess::available()) GTEST_SKIP() << "redis-server is not installed";
+    ASSERT_TRUE(RedisServerProcess::available()) << "redis-server is not installed: `make deps` (or apt-get install redis-server) installs it";
     ASSERT_EQ(start_error_, nullptr) << *start_error_;
     stream_ = std::string("test:") + ::testing::UnitTest::GetInstance()->current_test_info()->name();
   }

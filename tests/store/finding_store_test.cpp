@@ -1321,23 +1321,8 @@ TEST_F(FindingStorePostgres, AMalformedUrlIsRefusedWithoutShowingThePassword) {
                {"cannot connect", "password=***", "sslmode"}, {secret});
 }
 
-// A loopback port that nothing listens on (the kernel's pick, released at once).
-int unused_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0)
-    port = ntohs(address.sin_port);
-  ::close(fd);
-  return port;
-}
-
 TEST_F(FindingStorePostgres, SaysWhenTheServerIsDown) {
-  const int port = unused_port();
+  const int port = test::PostgresServerProcess::free_port();
   ASSERT_NE(port, 0);
   const std::string url = "postgresql://aegis:Pa55-Not-Shown@127.0.0.1:" + std::to_string(port) + "/aegis";
   try {

@@ -107,12 +107,7 @@ class PostgresServerProcess {
     return rows[0][0].is_null() ? "(null)" : rows[0][0].c_str();
   }
 
- private:
-  bool failed(std::string why) {
-    why_ = std::move(why);
-    return false;
-  }
-
+  // A loopback port nothing listens on (the kernel's pick, released at once); 0 when none.
   static int free_port() {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) return 0;
@@ -127,6 +122,13 @@ class PostgresServerProcess {
     ::close(fd);
     return port;
   }
+
+ private:
+  bool failed(std::string why) {
+    why_ = std::move(why);
+    return false;
+  }
+
 
   std::string log_tail() const {
     std::ifstream in(root_ + "/postgres.log");

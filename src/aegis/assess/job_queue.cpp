@@ -162,6 +162,19 @@ struct RedisJobQueue::Entry {
   std::uint64_t delivery_count = 1;
 };
 
+// An entry's [field, value, ...] list: the job and its signature; other fields are ignored.
+void RedisJobQueue::read_fields(const redisReply* fields, Entry& entry) {
+  for (std::size_t f = 0; f + 1 < fields->elements; f += 2) {
+    const std::string name = text_of(fields->element[f]);
+    if (name == kJobField) {
+      ++entry.job_fields;
+      entry.payload = text_of(fields->element[f + 1]);
+    } else if (name == kSignatureField) {
+      entry.signature = text_of(fields->element[f + 1]);
+    }
+  }
+}
+
 struct RedisJobQueue::Connection {
   Connection(redisContext* raw, std::string url, milliseconds timeout)
       : context(raw), display_url(std::move(url)), command_timeout(timeout) {}
@@ -452,15 +465,7 @@ std::optional<RedisJobQueue::Entry> RedisJobQueue::claim_abandoned(const std::st
         if (is_error(ack.get())) throw_reply_error(ack.get(), "XACK of a deleted entry", display_url_);
         continue;
       }
-      for (std::size_t f = 0; f + 1 < fields->elements; f += 2) {
-        const std::string name = text_of(fields->element[f]);
-        if (name == kJobField) {
-          ++entry.job_fields;
-          entry.payload = text_of(fields->element[f + 1]);
-        } else if (name == kSignatureField) {
-          entry.signature = text_of(fields->element[f + 1]);
-        }
-      }
+      read_fields(fields, entry);
       return entry;
     }
     if (autoclaim_cursor_ == "0-0") return std::nullopt;  // the whole pending list was looked at
@@ -496,15 +501,7 @@ std::optional<RedisJobQueue::Entry> RedisJobQueue::read_new(const std::string& c
   Entry entry;
   const redisReply* fields = nullptr;
   if (!read_entry(entries->element[0], entry.id, fields) || !is_array(fields)) throw_unexpected("XREADGROUP", display_url_);
-  for (std::size_t f = 0; f + 1 < fields->elements; f += 2) {
-    const std::string name = text_of(fields->element[f]);
-    if (name == kJobField) {
-      ++entry.job_fields;
-      entry.payload = text_of(fields->element[f + 1]);
-    } else if (name == kSignatureField) {
-      entry.signature = text_of(fields->element[f + 1]);
-    }
-  }
+  read_fields(fields, entry);
   return entry;
 }
 

@@ -17,6 +17,7 @@
 #include "aegis/assess/job.h"
 
 struct redisContext;
+struct redisReply;
 
 namespace aegis::assess {
 
@@ -125,6 +126,7 @@ class RedisJobQueue {
   void ensure_group();
   std::optional<Entry> claim_abandoned(const std::string& consumer);
   std::optional<Entry> read_new(const std::string& consumer, std::chrono::milliseconds block);
+  static void read_fields(const redisReply* fields, Entry& entry);
   std::optional<DeliveredJob> accept(Entry entry, const std::string& consumer);
   void dead_letter(const Entry& entry, const std::string& consumer, const std::string& reason);
   std::string signature(const std::string& payload) const;
