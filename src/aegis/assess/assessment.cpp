@@ -173,7 +173,8 @@ AssessResult run_assessment(const threat::Inventory& inventory, const AssessOpti
   }
   PlanOptions plan_options{options.only_checks, result.assessment_id};
   const Plan plan = plan_assessment(inventory, model, plan_options);
-  store.update_assessment(result.assessment_id, "running", plan_json(inventory, plan, catalog).dump(-1, ' ', false, json::error_handler_t::replace), "");
+  const std::string stored_plan = plan_json(inventory, plan, catalog).dump(-1, ' ', false, json::error_handler_t::replace);
+  store.update_assessment(result.assessment_id, "running", stored_plan, "");
 
   std::set<std::string> done;
   for (const auto& job : store.jobs(result.assessment_id))
@@ -275,7 +276,7 @@ AssessResult run_assessment(const threat::Inventory& inventory, const AssessOpti
   }
   std::error_code ec;
   if (options.scratch.empty()) std::filesystem::remove_all(scratch, ec);
-  store.update_assessment(result.assessment_id, "finished", store.assessment(result.assessment_id)->summary_json, "");
+  store.update_assessment(result.assessment_id, "finished", stored_plan, "");
   result.document = report_document(store, result.assessment_id, catalog);
   return result;
 }

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -92,6 +93,18 @@ std::size_t run_worker(const WorkerOptions& options) {
   log("aegis worker " + name + ": waiting for jobs on " + queue.display_url() + ", results to " + store.location());
   const auto scratch = options.scratch.empty() ? std::filesystem::temp_directory_path() / ("aegis-worker-" + std::to_string(::getpid()))
                                                : options.scratch;
+  // An assessment's status, looked up at most every few seconds: reading the stored record brings
+  // its whole plan (megabytes for a large inventory), too much to fetch for every job.
+  std::map<std::int64_t, std::pair<std::string, std::chrono::steady_clock::time_point>> statuses;
+  auto assessment_status = [&](std::int64_t id) {
+    const auto now = std::chrono::steady_clock::now();
+    auto it = statuses.find(id);
+    if (it == statuses.end() || now - it->second.second > std::chrono::seconds(5)) {
+      const auto record = store.assessment(id);
+      it = statuses.insert_or_assign(id, std::make_pair(record ? record->status : std::string("not in this store"), now)).first;
+    }
+    return it->second.first;
+  };
   std::size_t ran = 0;
   while (!(options.stop && options.stop()) && (options.max_jobs == 0 || ran < options.max_jobs)) {
     std::optional<DeliveredJob> delivered;
@@ -116,9 +129,8 @@ std::size_t run_worker(const WorkerOptions& options) {
       acknowledge();
       continue;
     }
-    if (const auto owner = store.assessment(job.assessment_id); !owner || owner->status != "running") {
-      log("job " + job.key.substr(0, 12) + " skipped: assessment " + std::to_string(job.assessment_id) + " is " +
-          (owner ? owner->status : std::string("not in this store")));
+    if (const auto status = assessment_status(job.assessment_id); status != "running") {
+      log("job " + job.key.substr(0, 12) + " skipped: assessment " + std::to_string(job.assessment_id) + " is " + status);
       acknowledge();
       continue;
     }
