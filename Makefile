@@ -18,7 +18,7 @@ DEB_PACKAGES := cmake ninja-build g++ ccache pkg-config libcli11-dev nlohmann-js
   zlib1g-dev libgtest-dev libbenchmark-dev clang-14 libclang-rt-14-dev \
   libhdf5-dev libprotobuf-dev protobuf-compiler libonnx-dev libssl-dev libsqlite3-dev \
   python3 python3-torch python3-numpy python3-joblib python3-sklearn python3-py7zr p7zip-full libopenblas0-pthread \
-  python3-h5py python3-onnx python3-protobuf python3-cryptography \
+  python3-h5py python3-onnx python3-protobuf python3-cryptography python3-dill \
   libtorch-dev libopencv-dev libboost-dev libyaml-cpp-dev libeigen3-dev dataset-fashion-mnist openssl \
   libhyperscan-dev libre2-dev libtomlplusplus-dev libphonenumber-dev python3-fake-factory \
   libhiredis-dev redis-server libicu-dev jupyter-server python3-nbformat \
