@@ -7,6 +7,7 @@
 #include "aegis/cli/inventory_command.h"
 #include "aegis/cli/report_command.h"
 #include "aegis/cli/schedule_command.h"
+#include "aegis/cli/federated_command.h"
 #include "aegis/cli/threat_model_command.h"
 #include "aegis/cli/audit_command.h"
 #include "aegis/cli/audit_infra_command.h"
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
   aegis::cli::register_report_command(app, exit_code);
   aegis::cli::register_schedule_command(app, exit_code);
   aegis::cli::register_worker_command(app, exit_code);
+  aegis::cli::register_federated_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

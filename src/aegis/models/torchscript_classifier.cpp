@@ -85,6 +85,7 @@ class TorchScriptClassifier : public TrainableClassifier {
                                               torch::nn::functional::KLDivFuncOptions().reduction(torch::kBatchMean));
       loss = natural + beta * kl;
     }
+    if (proximal_mu_ > 0) loss = loss + proximal_penalty();
     loss.backward();
     optimizer_->step();
     module_.eval();
@@ -170,6 +171,54 @@ class TorchScriptClassifier : public TrainableClassifier {
     }
     return width;
   }
+
+  std::vector<float> parameter_vector() const override {
+    std::vector<float> values;
+    values.reserve(parameter_count());
+    torch::NoGradGuard no_grad;
+    for (const auto& parameter : module_.parameters()) {
+      auto flat = parameter.detach().to(torch::kCPU).to(torch::kFloat32).contiguous().reshape({-1});
+      values.insert(values.end(), flat.data_ptr<float>(), flat.data_ptr<float>() + flat.numel());
+    }
+    return values;
+  }
+
+  void set_parameter_vector(std::span<const float> values) override {
+    const std::size_t expected = parameter_count();
+    if (values.size() != expected)
+      throw core::Error("a parameter vector of " + std::to_string(values.size()) + " values does not fit '" + info_.source +
+                            "', which has " + std::to_string(expected) + " parameters",
+                        "use the model file the vector was made from (the same architecture)");
+    torch::NoGradGuard no_grad;
+    std::size_t offset = 0;
+    for (auto parameter : module_.parameters()) {
+      const auto count = static_cast<std::size_t>(parameter.numel());
+      auto source = torch::from_blob(const_cast<float*>(values.data() + offset), parameter.sizes(), torch::kFloat32);
+      parameter.copy_(source.to(parameter.device()).to(parameter.dtype()));
+      offset += count;
+    }
+  }
+
+  void set_proximal_term(std::span<const float> anchor, double mu) override {
+    proximal_anchor_.clear();
+    proximal_mu_ = 0;
+    if (mu <= 0) return;
+    if (anchor.size() != parameter_count())
+      throw core::Error("the FedProx anchor has " + std::to_string(anchor.size()) + " values, the model " +
+                            std::to_string(parameter_count()),
+                        "anchor local training to the global model's parameter_vector()");
+    std::size_t offset = 0;
+    for (const auto& parameter : module_.parameters()) {
+      const auto count = static_cast<std::size_t>(parameter.numel());
+      proximal_anchor_.push_back(torch::from_blob(const_cast<float*>(anchor.data() + offset), parameter.sizes(), torch::kFloat32)
+                                     .clone()
+                                     .to(parameter.device()));
+      offset += count;
+    }
+    proximal_mu_ = mu;
+  }
+
+  void reset_optimizer() override { optimizer_.reset(); }
 
   void set_learning_rate(double learning_rate) override {
     training_.learning_rate = learning_rate;
@@ -368,6 +417,22 @@ class TorchScriptClassifier : public TrainableClassifier {
                        "returns the penultimate activations");
   }
 
+  std::size_t parameter_count() const {
+    std::size_t count = 0;
+    for (const auto& parameter : module_.parameters()) count += static_cast<std::size_t>(parameter.numel());
+    return count;
+  }
+
+  torch::Tensor proximal_penalty() {
+    torch::Tensor sum;
+    std::size_t i = 0;
+    for (const auto& parameter : module_.parameters()) {
+      auto term = (parameter - proximal_anchor_.at(i++)).pow(2).sum();
+      sum = sum.defined() ? sum + term : term;
+    }
+    return 0.5 * proximal_mu_ * sum;
+  }
+
   void set_parameter_gradients(bool on) {
     for (auto parameter : module_.parameters()) parameter.set_requires_grad(on);
   }
@@ -396,6 +461,8 @@ class TorchScriptClassifier : public TrainableClassifier {
   std::vector<float> grad_scores_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   bool sequence_checked_ = false;
+  std::vector<torch::Tensor> proximal_anchor_;
+  double proximal_mu_ = 0;
 };
 
 }  // namespace

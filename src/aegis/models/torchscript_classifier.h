@@ -55,6 +55,16 @@ class TrainableClassifier : public Classifier {
   // model that is not one is refused with what to do.
   virtual std::size_t activations(std::span<const float> inputs, const std::string& layer, std::vector<float>& features) = 0;
   virtual void save(const std::string& path) = 0;
+  // The trainable parameters flattened in named_parameters() order: what federated averaging
+  // ships between the aggregator and its participants.
+  virtual std::vector<float> parameter_vector() const = 0;
+  // Loads a vector of parameter_vector()'s layout; throws core::Error when its length differs.
+  virtual void set_parameter_vector(std::span<const float> values) = 0;
+  // FedProx (Li et al. 2020): while mu > 0, every train_step adds (mu / 2) * ||w - anchor||^2 to its
+  // loss, which keeps local training near the global model on non-IID data; mu = 0 clears it.
+  virtual void set_proximal_term(std::span<const float> anchor, double mu) = 0;
+  // Drops the optimiser's state (Adam moments, momentum): each federated round starts afresh.
+  virtual void reset_optimizer() = 0;
   // Seconds for `steps` plain LibTorch forward+backward passes (cross-entropy, input gradient) over
   // x in the same batches: the model's own cost of a white-box step, to weigh attack overhead against.
   virtual double time_forward_backward(std::span<const float> x, std::span<const int> labels, int steps) = 0;
