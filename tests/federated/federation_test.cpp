@@ -374,6 +374,36 @@ TEST_F(Federation, InvalidReplayedAndUnauthenticatedMessagesAreRefusedWithALogLi
   EXPECT_GT(run.result.rounds.back().accuracy.value_or(0), 0.5);
 }
 
+TEST_F(Federation, ClientLevelDifferentialPrivacyReportsEpsilonEveryRound) {
+  auto c = config(3, 3);
+  c.differential_privacy = true;
+  c.dp.clip_norm = 2.0;
+  c.dp.noise_multiplier = 0.5;
+  c.dp.delta = 1e-3;
+  c.population = 30;
+  c.dp.population = 30;
+  c.dp.per_round = 3;
+  std::vector<ParticipantOptions> participants;
+  for (int i = 0; i < 3; ++i) participants.push_back(participant(i, 3));
+  participants[2].poison.kind = "scale";
+  participants[2].poison.boost = 1000;  // clipping bounds whatever it sends
+  const auto run = this->run(c, participants);
+  ASSERT_EQ(run.result.rounds.size(), 3u);
+  ClientDpAccountant reference(c.dp);
+  double previous = 0;
+  for (const auto& r : run.result.rounds) {
+    reference.record_round();
+    ASSERT_TRUE(r.epsilon.has_value());
+    EXPECT_GT(*r.epsilon, previous);
+    EXPECT_NEAR(*r.epsilon, reference.epsilon(), 1e-9) << "round " << r.round;
+    previous = *r.epsilon;
+    // One clipped update of norm 2 / 3 participants, plus noise of 0.5 * 2 / 3 per coordinate: the
+    // boosted update did not get through.
+    EXPECT_LT(r.update_norm, 2.0 / 3 * 3 + 0.5 * 2.0 / 3 * std::sqrt(25450.0) * 1.2);
+  }
+  EXPECT_TRUE(logged(run, "epsilon"));
+}
+
 TEST_F(Federation, ARestartedAggregatorResumesFromItsState) {
   auto c = config(3, 2);
   std::vector<ParticipantOptions> participants;
@@ -387,6 +417,53 @@ TEST_F(Federation, ARestartedAggregatorResumesFromItsState) {
   EXPECT_EQ(second.result.rounds[2].round, 3u);
   EXPECT_EQ(second.participants[0].rounds_trained, 1u) << "only the missing round was trained";
   EXPECT_TRUE(logged(second, "resumed from"));
+}
+
+}  // namespace
+}  // namespace aegis::federated
+
+namespace aegis::federated {
+namespace {
+
+std::string config_error(const std::string& yaml) {
+  try {
+    parse_federation_config(yaml, "/srv/fl", "fl.yaml");
+  } catch (const core::Error& error) {
+    return error.what();
+  }
+  return {};
+}
+
+TEST(FederationConfig, ReadsTheExampleAndResolvesPathsFromTheFilesFolder) {
+  const auto c = load_federation_config(test::source_dir() / "examples/federated/fl.yaml");
+  EXPECT_EQ(c.rounds, 20u);
+  EXPECT_EQ(c.participants_per_round, 10u);
+  EXPECT_EQ(c.min_participants, 8u);
+  EXPECT_EQ(c.listen_port, 8443);
+  EXPECT_EQ(c.model.lexically_normal(), (test::source_dir() / "examples/fashion-mnist/model_init.pt").lexically_normal());
+  EXPECT_FALSE(c.secure_aggregation);
+  EXPECT_EQ(c.robust.rule, AggregationRule::Mean);
+  EXPECT_EQ(c.dp.population, 10u);
+  EXPECT_EQ(c.backdoor_target, 0);
+}
+
+TEST(FederationConfig, RefusesTyposBadValuesAndCombinationsThatCannotWorkWithTheirLine) {
+  const std::string model = "model: {torchscript: m.pt}\n";
+  EXPECT_NE(config_error(model + "training: {roundz: 3}\n").find("line 2: unknown key 'roundz' in training"), std::string::npos);
+  EXPECT_NE(config_error(model + "training: {rounds: -1}\n").find("'rounds' must be a whole number"), std::string::npos);
+  EXPECT_NE(config_error(model + "training: {participants_per_round: 3, min_participants: 5}\n").find("exceeds"), std::string::npos);
+  EXPECT_NE(config_error(model + "federation: {listen: localhost}\n").find("ADDRESS:PORT"), std::string::npos);
+  EXPECT_NE(config_error(model + "secure_aggregation: {enabled: true}\nrobust: {rule: median}\n").find("secure aggregation hides"),
+            std::string::npos);
+  EXPECT_NE(config_error(model + "differential_privacy: {enabled: true}\nrobust: {rule: krum}\ntraining: {participants_per_round: 9}\n")
+                .find("voids the guarantee"),
+            std::string::npos);
+  EXPECT_NE(config_error(model + "robust: {rule: krum, byzantine: 3}\ntraining: {participants_per_round: 8}\n").find("Krum"),
+            std::string::npos);
+  EXPECT_NE(config_error("training: {rounds: 3}\n").find("no 'model:'"), std::string::npos);
+  EXPECT_NE(config_error(model + "robust: {rule: average}\n").find("use mean, median"), std::string::npos);
+  EXPECT_NE(config_error(std::string(100, '[')).find("deeper"), std::string::npos);
+  EXPECT_EQ(config_error(model), "");
 }
 
 }  // namespace

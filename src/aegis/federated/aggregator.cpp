@@ -438,20 +438,14 @@ class Aggregator {
       throw core::Error("only " + std::to_string(updates.size()) + " valid updates arrived (" +
                             std::to_string(config_.min_participants) + " needed)",
                         "raise training.round_deadline_s or lower training.min_participants");
-    std::vector<float> delta(parameters_, 0.0f);
     if (config_.differential_privacy) {
       // DP-FedAvg: every update clipped (enforced here, whatever the participant did), the sum
       // noised, divided by the expected number of participants so that one's influence is bounded.
-      for (auto& update : updates) {
-        clip_to_norm(update.delta, config_.dp.clip_norm);
-        for (std::size_t i = 0; i < parameters_; ++i) delta[i] += update.delta[i];
-        record.aggregated.push_back(update.participant);
-      }
-      add_gaussian_noise(delta, config_.dp.noise_multiplier * config_.dp.clip_norm, config_.dp.secure_noise,
-                         config_.dp.seed * 7919 + record.round);
-      for (auto& v : delta) v /= static_cast<float>(config_.participants_per_round);
-      return delta;
+      auto result = aggregate_client_dp(updates, config_.dp, record.round);
+      record.aggregated = result.used;
+      return std::move(result.delta);
     }
+    cap_weights(updates, record.round);
     const auto result = aggregate(updates, config_.robust);
     record.aggregated = result.used;
     for (const auto& outlier : result.outliers) {
@@ -464,6 +458,21 @@ class Aggregator {
     std::lock_guard lock(mutex_);
     result_.findings.insert(result_.findings.end(), findings.begin(), findings.end());
     return result.delta;
+  }
+
+  // FedAvg weighs updates by the sample counts participants claim: a participant claiming a million
+  // samples would own the average. Claims above 4x the round's median count are cut to it.
+  void cap_weights(std::vector<ClientUpdate>& updates, std::uint64_t round) {
+    std::vector<double> weights;
+    for (const auto& u : updates) weights.push_back(u.weight);
+    std::nth_element(weights.begin(), weights.begin() + static_cast<std::ptrdiff_t>(weights.size() / 2), weights.end());
+    const double cap = 4.0 * weights[weights.size() / 2];
+    for (auto& u : updates)
+      if (u.weight > cap) {
+        log("round " + std::to_string(round) + ": " + u.participant + " claims " + std::to_string(static_cast<long long>(u.weight)) +
+            " samples, more than 4x the round's median; weighed as " + std::to_string(static_cast<long long>(cap)));
+        u.weight = cap;
+      }
   }
 
   std::vector<float> secure_round(const std::set<std::string>& advertised, RoundRecord& record) {
@@ -513,9 +522,7 @@ class Aggregator {
     decode_fixed_point(sum, fixed_point, delta);
     if (config_.differential_privacy) {
       // Participants clipped before masking; the aggregator can only add the noise to the sum.
-      add_gaussian_noise(delta, config_.dp.noise_multiplier * config_.dp.clip_norm, config_.dp.secure_noise,
-                         config_.dp.seed * 7919 + record.round);
-      for (auto& v : delta) v /= static_cast<float>(config_.participants_per_round);
+      privatize_update_sum(delta, config_.dp, record.round);
     } else {
       for (auto& v : delta) v /= static_cast<float>(request.survivors.size());
     }

@@ -65,7 +65,8 @@ struct FederationConfig {
 // Reads and checks the YAML: unknown keys, types and ranges are refused with their line, and so are
 // combinations that cannot work (secure aggregation with a robust rule that needs individual updates).
 FederationConfig load_federation_config(const std::filesystem::path& path);
-FederationConfig parse_federation_config(const std::string& yaml, const std::filesystem::path& config_dir);
+FederationConfig parse_federation_config(const std::string& yaml, const std::filesystem::path& config_dir,
+                                         const std::string& source_name = "fl.yaml");
 
 struct RoundRecord {
   std::uint64_t round = 0;

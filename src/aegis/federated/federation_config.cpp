@@ -95,8 +95,9 @@ class ConfigReader {
 
 }  // namespace
 
-FederationConfig parse_federation_config(const std::string& yaml, const std::filesystem::path& config_dir) {
-  const std::string source = "federation config " + (config_dir / "fl.yaml").string();
+FederationConfig parse_federation_config(const std::string& yaml, const std::filesystem::path& config_dir,
+                                         const std::string& source_name) {
+  const std::string source = "federation config " + source_name;
   if (yaml.size() > (1u << 20)) throw core::Error(source + " is larger than 1 MiB", "this is a settings file; check the path");
   if (core::yaml_too_deep(yaml, 16)) throw core::Error(source + " nests deeper than 16 levels", "write the settings as in examples/federated/fl.yaml");
   YAML::Node root;
@@ -229,6 +230,11 @@ FederationConfig parse_federation_config(const std::string& yaml, const std::fil
   if (c.population < c.participants_per_round) c.population = c.participants_per_round;
   c.dp.population = c.population;
   c.dp.per_round = c.participants_per_round;
+  if (c.differential_privacy) check_client_dp_options(c.dp);
+  if (c.differential_privacy && c.robust.rule != AggregationRule::Mean)
+    r.fail(root["robust"], "client-level DP bounds the noised sum of clipped updates; robust rule '" +
+                               std::string(to_string(c.robust.rule)) + "' changes that sum and voids the guarantee",
+           "use rule: mean (clipping to clip_norm already bounds every participant's influence)");
   return c;
 }
 
@@ -237,7 +243,8 @@ FederationConfig load_federation_config(const std::filesystem::path& path) {
   if (!in) throw core::Error("cannot read the federation config '" + path.string() + "'", "check the path given to --config");
   std::ostringstream text;
   text << in.rdbuf();
-  auto config = parse_federation_config(text.str(), path.has_parent_path() ? path.parent_path() : std::filesystem::path("."));
+  auto config = parse_federation_config(text.str(), path.has_parent_path() ? path.parent_path() : std::filesystem::path("."),
+                                        path.string());
   return config;
 }
 

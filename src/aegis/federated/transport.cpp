@@ -325,7 +325,8 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(ServerShared& shared, tcp::socket socket, std::string peer_address)
       : shared_(shared),
         stream_(std::move(socket), shared.tls),
-        handler_timer_(stream_.get_executor()),
+        executor_(stream_.get_executor()),
+        handler_timer_(executor_),
         peer_address_(std::move(peer_address)) {
     stream_.next_layer().count_into(&shared_.received, &shared_.sent);
   }
@@ -486,7 +487,7 @@ class Session : public std::enable_shared_from_this<Session> {
         self->shared_.log("handler failed on " + request.method + " " + request.target + " from " + self->who());
         response = Response{500, "application/json", json_error("internal error in the server"), {}};
       }
-      net::post(self->stream_.get_executor(), [self, sequence, response = std::move(response)]() mutable {
+      net::post(self->executor_, [self, sequence, response = std::move(response)]() mutable {
         if (sequence != self->sequence_ || self->answered_) return;  // timed out: already answered 503
         self->answered_ = true;
         self->handler_timer_.cancel();
@@ -525,6 +526,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   ServerShared& shared_;
   TlsStream stream_;
+  const TlsStream::executor_type executor_;  // the connection's strand, read by handler threads too
   net::steady_timer handler_timer_;
   std::string peer_address_;
   std::string peer_id_;
