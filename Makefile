@@ -12,7 +12,7 @@ FUZZ_SECONDS ?= 12
 # Left out of the AddressSanitizer pass only: statistical quality and timing tests that train or
 # attack models for minutes under ASan. They run in the release pass, and the code they drive runs
 # under ASan in the module's other tests.
-ASAN_SKIP ?= ^(MonitorExtractionDetectors\.FlagExtractQueryLog|DpSgd\.Timing|Hardening\.PgdAdversarialTraining|PiiQuality\.|GuardQuality\.|HttpClassifierTest\.ExtractionSteals|PrivacyCli\.MiaReportsEveryAttack)
+ASAN_SKIP ?= ^(Federation\.RobustAggregation|MonitorExtractionDetectors\.FlagExtractQueryLog|DpSgd\.Timing|Hardening\.PgdAdversarialTraining|PiiQuality\.|GuardQuality\.|HttpClassifierTest\.ExtractionSteals|PrivacyCli\.MiaReportsEveryAttack)
 
 DEB_PACKAGES := cmake ninja-build g++ ccache pkg-config libcli11-dev nlohmann-json3-dev libarchive-dev \
   zlib1g-dev libgtest-dev libbenchmark-dev clang-14 libclang-rt-14-dev \

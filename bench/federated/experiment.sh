@@ -109,4 +109,9 @@ config poisoned-trimmed-mean $N "robust: {rule: trimmed-mean, trim_fraction: 0.2
 run poisoned-trimmed-mean $N
 config poisoned-multi-krum $N "robust: {rule: multi-krum, byzantine: 2}"
 run poisoned-multi-krum $N
+if [ -x build/bench/secagg_round ]; then
+  echo "== secure aggregation alone: one round in process, 10 and 50 participants" | tee -a "$OUT/results.md"
+  build/bench/secagg_round "$(/usr/bin/python3 -c "import torch; print(sum(p.numel() for p in torch.jit.load('$MODEL').parameters()))")" 10 50 \
+    | tee -a "$OUT/results.md"
+fi
 echo "results: $OUT/results.md"

@@ -1,6 +1,7 @@
 // `aegis federated` as an operator runs it: init makes the certificates, serve and three join
-// processes train over mutual TLS, the aggregator is killed with SIGKILL mid-training and restarted,
-// and training finishes from its saved state with the participants reconnecting on their own.
+// processes train over mutual TLS, one leaves in round 3, the aggregator is killed with SIGKILL while
+// it waits for that straggler and is restarted, and training finishes from its saved state with the
+// remaining participants reconnecting on their own.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -64,7 +65,7 @@ TEST(FederatedCli, TrainingSurvivesAnAggregatorKilledMidTrainingAndRestarted) {
     std::ofstream config(dir.path / "fl.yaml");
     config << "federation: {pki: pki, listen: 127.0.0.1:" << port << ", state: state}\n"
            << "model: {torchscript: mlp.pt, input_shape: [1, 28, 28]}\n"
-           << "training: {rounds: 4, participants_per_round: 3, min_participants: 3, round_deadline_s: 60, learning_rate: 0.02}\n"
+           << "training: {rounds: 4, participants_per_round: 3, min_participants: 2, round_deadline_s: 120, learning_rate: 0.02}\n"
            << "evaluation: {data: /usr/share/datasets/fashion-mnist, limit: 1000}\n";
   }
   const std::vector<std::string> serve = {"federated", "serve", "--config", (dir.path / "fl.yaml").string(), "--format", "json",
@@ -75,24 +76,26 @@ TEST(FederatedCli, TrainingSurvivesAnAggregatorKilledMidTrainingAndRestarted) {
     participants.push_back(std::make_unique<Background>(
         std::vector<std::string>{"federated", "join", "--aggregator", "127.0.0.1:" + std::to_string(port), "--pki", pki.string(), "--id",
                                  "participant-" + std::to_string(i), "--model", model.string(), "--limit", "1500", "--partition",
-                                 std::to_string(i) + "/3"},
+                                 std::to_string(i) + "/3", "--drop-at-round", i == 2 ? "3" : "0", "--drop-at-stage", "train"},
         dir.path / ("participant-" + std::to_string(i) + ".log")));
+  // participant-2 leaves in round 3, which therefore waits for its deadline: the kill lands mid-round.
   ASSERT_TRUE(aggregator->wait_for_log("round 2 done", std::chrono::seconds(120))) << slurp_file(aggregator->log);
-  aggregator.reset();  // SIGKILL: no goodbye, whatever round was in flight is lost
+  ASSERT_EQ(participants[2]->wait(std::chrono::seconds(60)), 3) << slurp_file(participants[2]->log);
+  aggregator.reset();  // SIGKILL: no goodbye, the round in flight is lost
   aggregator = std::make_unique<Background>(serve, dir.path / "aggregator-2.log");
   ASSERT_EQ(aggregator->wait(std::chrono::seconds(180)), 0) << slurp_file(aggregator->log);
-  for (auto& p : participants) EXPECT_EQ(p->wait(std::chrono::seconds(60)), 0) << slurp_file(p->log);
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(participants[i]->wait(std::chrono::seconds(60)), 0) << slurp_file(participants[i]->log);
 
   const auto restarted = slurp_file(aggregator->log);
   EXPECT_NE(restarted.find("resumed from"), std::string::npos) << restarted;
   const auto report = json::parse(slurp_file(dir.path / "report.json"));
-  EXPECT_GE(report["resumed_from"].get<int>(), 2);
+  EXPECT_EQ(report["resumed_from"].get<int>(), 2);
   ASSERT_EQ(report["rounds"].size(), 4u) << "the rounds before the kill are kept in the history";
   for (int r = 0; r < 4; ++r) EXPECT_EQ(report["rounds"][r]["round"].get<int>(), r + 1);
-  EXPECT_GT(report["final_accuracy"].get<double>(), 0.55);
+  EXPECT_GT(report["final_accuracy"].get<double>(), 0.3) << "three times chance: the model learned across the restart";
   EXPECT_TRUE(std::filesystem::exists(report["model"].get<std::string>()));
   // The participants noticed that the new aggregator did not know them and joined again by themselves.
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < 2; ++i) {
     const auto log = slurp_file(dir.path / ("participant-" + std::to_string(i) + ".log"));
     std::size_t joins = 0;
     for (auto at = log.find("joined with"); at != std::string::npos; at = log.find("joined with", at + 1)) ++joins;

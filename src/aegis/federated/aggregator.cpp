@@ -358,9 +358,11 @@ class Aggregator {
     record.round = round;
     record.selected = selected;
     const std::set<std::string> selected_set(selected.begin(), selected.end());
+    // t above half the round (and at least 2): two disjoint groups of t survivors could otherwise be
+    // told different stories about who dropped out and reveal both secrets of one participant.
+    const auto n = static_cast<std::uint32_t>(selected.size());
     const auto threshold = std::min<std::uint32_t>(
-        static_cast<std::uint32_t>(selected.size()),
-        std::max<std::uint32_t>(2, static_cast<std::uint32_t>(std::ceil(config_.secure_threshold * static_cast<double>(selected.size())))));
+        n, std::max<std::uint32_t>({2u, n / 2 + 1, static_cast<std::uint32_t>(std::ceil(config_.secure_threshold * n))}));
     {
       std::lock_guard lock(mutex_);
       round_ = round;

@@ -184,7 +184,7 @@ FederationConfig parse_federation_config(const std::string& yaml, const std::fil
   if (const auto s = root["secure_aggregation"]) {
     r.only_keys(s, "secure_aggregation", {"enabled", "threshold", "clip"});
     c.secure_aggregation = r.flag(s, "enabled", true);
-    c.secure_threshold = r.number(s, "threshold", c.secure_threshold, 0.34, 1.0);
+    c.secure_threshold = r.number(s, "threshold", c.secure_threshold, 0.51, 1.0);  // > n/2: see SecAggParams
     c.secure_clip = r.number(s, "clip", c.secure_clip, 1e-6, 1e6);
   }
 

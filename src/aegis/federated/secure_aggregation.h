@@ -135,6 +135,11 @@ SecAggMessageType peek_message_type(std::span<const std::uint8_t> bytes);
 // logs). Throws core::Error naming `what`.
 void check_identifier(std::string_view id, std::string_view what);
 
+// threshold: how many participants must survive (and how many shares rebuild a secret). Take it
+// above half the participants: without the malicious-model consistency round, a server that lies
+// about who dropped could otherwise collect both the b-shares and the s_sk-shares of one participant
+// from two disjoint groups of threshold survivors. Not enforced here, because only the caller knows
+// how many participants to expect.
 struct SecAggParams {
   std::string round_id;
   std::uint32_t threshold = 2;
