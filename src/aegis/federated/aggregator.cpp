@@ -143,12 +143,12 @@ class Aggregator {
   Aggregator(const FederationConfig& config, const AggregatorRunOptions& options) : config_(config), options_(options) {}
 
   FederationResult run() {
-    prepare();
     FederationPki pki{config_.pki_dir};
     for (const auto& p : {pki.ca_certificate(), pki.aggregator_certificate(), pki.aggregator_key()})
       if (!std::filesystem::exists(p))
         throw core::Error("the federation's certificates are missing: no " + p.string(),
                           "create them with `aegis federated init --dir " + config_.pki_dir.string() + " --participants N`");
+    prepare();
     ServerOptions server_options;
     server_options.bind_address = config_.listen_address;
     server_options.port = config_.listen_port;
