@@ -18,7 +18,9 @@
 #include "aegis/federated/secure_aggregation.h"
 #include "aegis/federated/transport.h"
 #include "aegis/federated/wire.h"
+#include "aegis/models/dataset.h"
 #include "aegis/models/torchscript_classifier.h"
+#include "aegis/models/training.h"
 #include "test_support.h"
 
 namespace aegis::federated {
@@ -223,6 +225,44 @@ double correlation(std::span<const std::uint32_t> a, std::span<const std::uint32
     sbb += (b[i] - mb) * (b[i] - mb);
   }
   return sab / std::sqrt(saa * sbb);
+}
+
+TEST_F(Federation, ParameterVectorsRoundTripAndTheFedProxTermHoldsLocalTrainingNearTheGlobalModel) {
+  models::TorchScriptOptions options;
+  options.input_shape = {1, 28, 28};
+  options.threads = 1;
+  auto model = models::load_torchscript(model_.string(), options, {"sgd", 0.05, 0.0});
+  const auto global = model->parameter_vector();
+  ASSERT_EQ(global.size(), 784u * 32 + 32 + 32 * 10 + 10);
+  EXPECT_THROW(model->set_parameter_vector(std::vector<float>(global.size() - 1)), core::Error);
+  EXPECT_THROW(model->set_proximal_term(std::vector<float>(3), 0.1), core::Error);
+
+  models::DataOptions data;
+  data.split = "train";
+  data.limit = 512;
+  const auto images = models::load_dataset(models_dir(), data);
+  auto distance_after_training = [&](double mu) {
+    model->set_parameter_vector(global);
+    model->reset_optimizer();
+    model->set_proximal_term(global, mu);
+    models::TrainingRecipe recipe;
+    recipe.epochs = 2;
+    recipe.batch = 32;
+    recipe.optimizer = "sgd";
+    recipe.learning_rate = 0.05;
+    models::fit(*model, images.x, images.y, recipe);
+    model->set_proximal_term({}, 0);
+    const auto local = model->parameter_vector();
+    double d = 0;
+    for (std::size_t i = 0; i < local.size(); ++i) d += (local[i] - global[i]) * (local[i] - global[i]);
+    return std::sqrt(d);
+  };
+  const double free = distance_after_training(0);
+  const double held = distance_after_training(10);
+  EXPECT_GT(free, 0.1) << "training must move the model for the comparison to mean anything";
+  EXPECT_LT(held, free / 3) << "(mu/2)||w - w_global||^2 pulls local training back to the global model";
+  model->set_parameter_vector(global);
+  EXPECT_EQ(model->parameter_vector(), global);
 }
 
 TEST_F(Federation, SecureAggregationNeverShowsTheAggregatorAnIndividualUpdateYetRecoversTheirMean) {
