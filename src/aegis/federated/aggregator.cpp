@@ -26,7 +26,6 @@
 #include "aegis/models/dataset.h"
 #include "aegis/models/torchscript_classifier.h"
 #include "aegis/models/training.h"
-#include "aegis/provenance/manifest.h"
 
 namespace aegis::federated {
 namespace {
@@ -58,15 +57,6 @@ std::string random_hex(std::size_t bytes) {
     out += digits[b & 15];
   }
   return out;
-}
-
-std::string file_sha256(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw core::Error("cannot read the model '" + path.string() + "'", "check model.torchscript in the config");
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  const auto text = bytes.str();
-  return provenance::to_hex(provenance::sha256(text.data(), text.size()));
 }
 
 json record_json(const RoundRecord& r) {
@@ -196,7 +186,7 @@ class Aggregator {
   // ---- setup and state -------------------------------------------------------------------------
 
   void prepare() {
-    model_sha256_ = file_sha256(config_.model);
+    model_sha256_ = wire::model_sha256(config_.model);
     models::TorchScriptOptions model_options;
     model_options.input_shape = config_.input_shape;
     model_options.threads = 1;

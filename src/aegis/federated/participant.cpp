@@ -19,7 +19,6 @@
 #include "aegis/models/dataset.h"
 #include "aegis/models/torchscript_classifier.h"
 #include "aegis/models/training.h"
-#include "aegis/provenance/manifest.h"
 
 namespace aegis::federated {
 namespace {
@@ -119,13 +118,7 @@ class Participant {
   }
 
   void say_hello() {
-    std::ifstream in(options_.model, std::ios::binary);
-    if (!in) throw core::Error("cannot read the model '" + options_.model.string() + "'", "give the federation's TorchScript file with --model");
-    std::ostringstream bytes;
-    bytes << in.rdbuf();
-    const auto text = bytes.str();
-    const json hello = {{"samples", data_.size()},
-                        {"model_sha256", provenance::to_hex(provenance::sha256(text.data(), text.size()))}};
+    const json hello = {{"samples", data_.size()}, {"model_sha256", wire::model_sha256(options_.model)}};
     const auto response = call("POST", wire::kHello, hello.dump(), "application/json");
     if (response.status != 200)
       throw core::Error("the aggregator refused to admit " + identity_ + ": " + error_of(response),

@@ -14,21 +14,18 @@
 #include <string>
 
 #include "aegis/core/error.h"
+#include "aegis/federated/openssl_handle.h"
 #include "aegis/federated/secure_aggregation.h"
 
 namespace aegis::federated {
 
 namespace {
 
-template <typename T, void (*Free)(T*)>
-struct Deleter {
-  void operator()(T* p) const { Free(p); }
-};
-using PKey = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY, EVP_PKEY_free>>;
-using PKeyCtx = std::unique_ptr<EVP_PKEY_CTX, Deleter<EVP_PKEY_CTX, EVP_PKEY_CTX_free>>;
-using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, Deleter<EVP_CIPHER_CTX, EVP_CIPHER_CTX_free>>;
-using Kdf = std::unique_ptr<EVP_KDF, Deleter<EVP_KDF, EVP_KDF_free>>;
-using KdfCtx = std::unique_ptr<EVP_KDF_CTX, Deleter<EVP_KDF_CTX, EVP_KDF_CTX_free>>;
+using PKey = OpenSslPtr<EVP_PKEY, EVP_PKEY_free>;
+using PKeyCtx = OpenSslPtr<EVP_PKEY_CTX, EVP_PKEY_CTX_free>;
+using CipherCtx = OpenSslPtr<EVP_CIPHER_CTX, EVP_CIPHER_CTX_free>;
+using Kdf = OpenSslPtr<EVP_KDF, EVP_KDF_free>;
+using KdfCtx = OpenSslPtr<EVP_KDF_CTX, EVP_KDF_CTX_free>;
 
 // The first queued OpenSSL error as text (and the queue emptied, so it cannot leak into a later
 // call's report).

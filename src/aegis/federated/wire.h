@@ -6,10 +6,16 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "aegis/core/error.h"
+#include "aegis/provenance/manifest.h"
 
 namespace aegis::federated::wire {
 
@@ -46,6 +52,16 @@ inline std::string to_string_view_bytes(const std::vector<std::uint8_t>& bytes) 
 
 inline std::span<const std::uint8_t> as_bytes(std::string_view text) {
   return {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()};
+}
+
+// The sha256 of the model file, hex: aggregator and participants must train the same architecture.
+inline std::string model_sha256(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw core::Error("cannot read the model '" + path.string() + "'", "check the path of the federation's TorchScript file");
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  const auto text = bytes.str();
+  return provenance::to_hex(provenance::sha256(text.data(), text.size()));
 }
 
 }  // namespace aegis::federated::wire
