@@ -503,6 +503,7 @@ TEST(FederationConfig, RefusesTyposBadValuesAndCombinationsThatCannotWorkWithThe
   EXPECT_NE(config_error("training: {rounds: 3}\n").find("no 'model:'"), std::string::npos);
   EXPECT_NE(config_error(model + "robust: {rule: average}\n").find("use mean, median"), std::string::npos);
   EXPECT_NE(config_error(std::string(100, '[')).find("deeper"), std::string::npos);
+  EXPECT_NE(config_error(model + "{a: 1}, {b: 2}\n").find("not YAML"), std::string::npos) << "found by the fuzz target";
   EXPECT_EQ(config_error(model), "");
 }
 

@@ -27,6 +27,7 @@ class ConfigReader {
   void only_keys(const YAML::Node& map, const std::string& where, const std::set<std::string>& known) const {
     if (!map.IsMap()) fail(map, "'" + where + "' must be a mapping");
     for (const auto& entry : map) {
+      if (!entry.first.IsScalar()) fail(entry.first, "a key in " + where + " is not a plain name");
       const auto key = entry.first.as<std::string>();
       if (!known.count(key)) {
         std::string list;
@@ -95,11 +96,16 @@ class ConfigReader {
 
 }  // namespace
 
-FederationConfig parse_federation_config(const std::string& yaml, const std::filesystem::path& config_dir,
-                                         const std::string& source_name) {
+namespace {
+
+FederationConfig parse_checked(const std::string& yaml, const std::filesystem::path& config_dir, const std::string& source_name) {
   const std::string source = "federation config " + source_name;
   if (yaml.size() > (1u << 20)) throw core::Error(source + " is larger than 1 MiB", "this is a settings file; check the path");
-  if (core::yaml_too_deep(yaml, 16)) throw core::Error(source + " nests deeper than 16 levels", "write the settings as in examples/federated/fl.yaml");
+  try {
+    if (core::yaml_too_deep(yaml, 16)) throw core::Error(source + " nests deeper than 16 levels", "write the settings as in examples/federated/fl.yaml");
+  } catch (const core::FormatError& error) {  // YAML that would make yaml-cpp loop
+    throw core::Error(source + ": " + error.what(), "write the settings as in examples/federated/fl.yaml");
+  }
   YAML::Node root;
   try {
     root = YAML::Load(yaml);
@@ -236,6 +242,17 @@ FederationConfig parse_federation_config(const std::string& yaml, const std::fil
                                std::string(to_string(c.robust.rule)) + "' changes that sum and voids the guarantee",
            "use rule: mean (clipping to clip_norm already bounds every participant's influence)");
   return c;
+}
+
+}  // namespace
+
+FederationConfig parse_federation_config(const std::string& yaml, const std::filesystem::path& config_dir,
+                                         const std::string& source_name) {
+  try {
+    return parse_checked(yaml, config_dir, source_name);
+  } catch (const YAML::Exception& error) {  // a shape the checks above did not expect (a key that is a list...)
+    throw core::Error("federation config " + source_name + ": " + error.what(), "write the settings as in examples/federated/fl.yaml");
+  }
 }
 
 FederationConfig load_federation_config(const std::filesystem::path& path) {
