@@ -26,11 +26,14 @@ inline std::string slurp_file(const std::filesystem::path& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-// The aegis binary in the background, its stderr in a file.
+// The aegis binary in the background, its stderr in a file (and, when given, stdin from a file and
+// stdout into one; /dev/null otherwise).
 struct Background {
   pid_t pid = -1;
   std::filesystem::path log;
-  Background(const std::vector<std::string>& args, std::filesystem::path log_file) : log(std::move(log_file)) {
+  Background(const std::vector<std::string>& args, std::filesystem::path log_file, const std::filesystem::path& stdout_file = "/dev/null",
+             const std::filesystem::path& stdin_file = "/dev/null")
+      : log(std::move(log_file)) {
     std::vector<std::string> all{AEGIS_CLI_PATH};
     all.insert(all.end(), args.begin(), args.end());
     std::vector<char*> argv;
@@ -38,7 +41,8 @@ struct Background {
     argv.push_back(nullptr);
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 0, stdin_file.c_str(), O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, stdout_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     EXPECT_EQ(posix_spawn(&pid, AEGIS_CLI_PATH, &actions, nullptr, argv.data(), environ), 0);
     posix_spawn_file_actions_destroy(&actions);

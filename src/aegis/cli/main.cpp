@@ -24,6 +24,7 @@
 #include "aegis/cli/train_dp_command.h"
 #include "aegis/cli/poison_command.h"
 #include "aegis/cli/scan_command.h"
+#include "aegis/cli/serve_command.h"
 #include "aegis/cli/sign_command.h"
 #include "aegis/core/error.h"
 
@@ -57,6 +58,8 @@ int main(int argc, char** argv) {
   aegis::cli::register_schedule_command(app, exit_code);
   aegis::cli::register_worker_command(app, exit_code);
   aegis::cli::register_federated_command(app, exit_code);
+  aegis::cli::register_serve_command(app, exit_code);
+  aegis::cli::register_users_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
