@@ -9,11 +9,13 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <map>
 #include <memory>
 #include <set>
+#include <thread>
 
 #include "../test_support.h"
 #include "aegis/core/error.h"
@@ -735,6 +737,29 @@ TEST_F(DashboardStoreFindings, SummaryInventoryRunsAndAssessments) {
   EXPECT_EQ(summaries[0]["asset"], "cv");
   EXPECT_EQ(summaries[0]["summary"]["mia"]["auc"], 0.61);
   EXPECT_EQ(store.latest_summaries("scan").size(), 1u);  // cv's scan summary is not JSON
+}
+
+// The HTTP server calls one store from several threads: reads, triage and logins interleave.
+TEST_F(DashboardStoreFindings, ServesSeveralThreadsAtOnce) {
+  DashboardStore store(file, fast_policy(clock));
+  store.add_user("alice", "analyst", kPassword, "cli");
+  const std::int64_t id = store.findings({})["items"][0]["id"];
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 10; ++i) {
+        const LoginResult login = store.login("alice", kPassword, "thread");
+        if (login.outcome != LoginResult::Outcome::Ok || !store.session(login.token)) ++failures;
+        if (store.findings({})["total"] != 7 || store.summary()["findings"] != 7) ++failures;
+        store.set_finding_status(id, i % 2 ? "open" : "acknowledged", "thread " + std::to_string(t), "alice");
+      }
+    });
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ((*store.finding(id))["history"].size(), 40u);
+  EXPECT_EQ(store.audit_log(1, 0)["total"], 1 + 40 + 40);
+  EXPECT_TRUE(store.verify_audit_log().empty());
 }
 
 TEST_F(DashboardStoreTest, HostileSummaryJsonDoesNotCrash) {

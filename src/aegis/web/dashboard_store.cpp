@@ -994,7 +994,7 @@ json DashboardStore::inventory() const {
     Statement query(s.db, s.file,
                     std::string("SELECT r.asset, f.severity, count(*) FROM finding_run r JOIN finding f ON f.run_id = r.id "
                                 "WHERE r.id IN (") +
-                        kCurrentRuns + ") AND r.asset <> '' AND f.status = 'open' GROUP BY r.asset, f.severity");
+                        kCurrentRuns + ") AND r.asset <> '' AND +f.status = 'open' GROUP BY r.asset, f.severity");
     while (query.step("counting open findings")) {
       auto it = assets.find(query.text(0));
       const std::string sev = query.text(1);
@@ -1173,8 +1173,10 @@ json DashboardStore::findings(const FindingQuery& q) const {
     }
     where += ")";
   };
-  in_list("f.severity", q.severities);
-  in_list("f.status", q.statuses);
+  // With a run set, the run index leads (a unary + keeps SQLite from preferring the severity or status
+  // index, which would visit those findings of every run); without one, those indexes are the way in.
+  in_list(runs_sql.empty() ? "f.severity" : "+f.severity", q.severities);
+  in_list(runs_sql.empty() ? "f.status" : "+f.status", q.statuses);
   if (q.atlas) {
     // The column is a JSON array of ids: match the quoted id, or the id followed by a sub-technique.
     where += " AND (instr(f.atlas, ?) > 0 OR instr(f.atlas, ?) > 0)";
