@@ -149,6 +149,26 @@ TEST_F(DashboardApiTest, WrongPasswordsAreRefusedWithoutSayingWhichPartWasWrong)
   EXPECT_EQ(call("POST", "/api/v1/login", "[[[[").status, 400);
 }
 
+TEST_F(DashboardApiTest, OneAddressSprayingPasswordsOverManyNamesIsSlowedDown) {
+  // Twenty failures from one address within a minute, each on another name (so no user is locked).
+  for (int i = 0; i < 20; ++i)
+    EXPECT_EQ(call("POST", "/api/v1/login", json{{"username", "user" + std::to_string(i)}, {"password", "guess-guess-guess"}}.dump()).status,
+              401);
+  // Now even the right password from that address waits, and is told for how long.
+  const auto refused = call("POST", "/api/v1/login", R"({"username":"bob","password":"bob-password-1234"})");
+  EXPECT_EQ(refused.status, 429);
+  EXPECT_EQ(json::parse(refused.body)["error"], "too_many_attempts");
+  EXPECT_FALSE(header_of(refused, "retry-after").empty());
+  // Another address is not affected.
+  ApiRequest other;
+  other.method = "POST";
+  other.target = "/api/v1/login";
+  other.body = R"({"username":"bob","password":"bob-password-1234"})";
+  other.client = "10.1.2.3";
+  other.headers = {{"host", "127.0.0.1:8080"}, {"content-type", "application/json"}};
+  EXPECT_EQ(api_->handle(other).status, 200);
+}
+
 TEST_F(DashboardApiTest, MutationsNeedTheCsrfTokenAndTheSameOrigin) {
   const auto bob = login("bob", "bob-password-1234");
   const std::string body = R"({"status":"fixed","comment":"patched the loader"})";

@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "aegis/core/error.h"
+#include "aegis/store/sqlite_statement.h"
 #include "aegis/store/store_backend.h"
 
 namespace aegis::store::backend {
@@ -37,7 +38,11 @@ constexpr std::array<std::string_view, 11> kAegisTables = {
     "aegis_schema", "finding_run", "finding",   "artifact",         "step",          "step_artifact",
     "audit_log",    "audit_meta",  "audit_checkpoints", "assessment", "assessment_job"};
 
-const char* kStoreHint = "pass another file with --store (or set AEGIS_STORE)";
+using sqlite::kStoreHint;
+using sqlite::Statement;
+using sqlite::Transaction;
+using sqlite::exec;
+using sqlite::fail;
 
 // The findings component's schema, one entry per version. Version 1 is the schema Aegis wrote
 // before migrations existed: IF NOT EXISTS lets it run over such a store.
@@ -75,122 +80,6 @@ const std::vector<Migration>& migrations() {
   };
   return kMigrations;
 }
-
-std::string why_sqlite(sqlite3* db) {
-  std::string why = sqlite3_errmsg(db);
-  if (int err = sqlite3_system_errno(db); err != 0) why += std::string(" (") + std::strerror(err) + ")";
-  return why;
-}
-
-// Turns an SQLite result code into an error that names the store and says what to do.
-[[noreturn]] void fail(sqlite3* db, int rc, const std::string& file, const std::string& doing) {
-  const std::string where = "finding store " + file + ": " + doing + ": ";
-  switch (rc & 0xff) {
-    case SQLITE_NOTADB:
-      throw core::Error(file + " is not an SQLite database, so it cannot be a finding store", kStoreHint);
-    case SQLITE_CORRUPT:
-      throw core::Error(where + why_sqlite(db), "the store is damaged: keep it for inspection and " + std::string(kStoreHint));
-    case SQLITE_BUSY:
-      throw core::Error(where + "another process kept the store locked past the busy timeout (" + why_sqlite(db) + ")",
-                        "try again when the other Aegis run has finished, or use a separate store");
-    case SQLITE_TOOBIG:
-      throw core::Error(where + "a value is larger than SQLite accepts",
-                        "this is a bug in the command that reported it: it should shorten its evidence");
-    case SQLITE_FULL:
-      throw core::Error(where + why_sqlite(db), "free disk space, or put the store on another disk");
-    case SQLITE_READONLY:
-    case SQLITE_CANTOPEN:
-    case SQLITE_PERM:
-    case SQLITE_IOERR:
-      throw core::Error(where + why_sqlite(db),
-                        "make the store and its folder writable (SQLite writes -wal and -shm files beside it), or " +
-                            std::string(kStoreHint));
-    default:
-      throw core::Error(where + why_sqlite(db), "the store may be damaged or of another version; " + std::string(kStoreHint));
-  }
-}
-
-// A prepared statement that finalises itself; errors name the store.
-class Statement {
- public:
-  Statement(sqlite3* db, const std::string& file, const std::string& sql) : db_(db), file_(&file) {
-    if (int rc = sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt_, nullptr); rc != SQLITE_OK)
-      fail(db, rc, file, "preparing a query");
-  }
-  ~Statement() { sqlite3_finalize(stmt_); }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-
-  Statement& bind(int index, std::string_view text) {
-    // A zero-length text must still bind as '' (not NULL): give SQLite a valid pointer.
-    return check(sqlite3_bind_text64(stmt_, index, text.empty() ? "" : text.data(), text.size(), SQLITE_TRANSIENT,
-                                     SQLITE_UTF8));
-  }
-  Statement& bind(int index, std::int64_t value) { return check(sqlite3_bind_int64(stmt_, index, value)); }
-  // uint64 locations keep all their bits: SQLite's INTEGER is signed, so values above INT64_MAX are
-  // stored as their two's-complement image and turned back on reading.
-  Statement& bind(int index, const std::optional<std::uint64_t>& value) {
-    return check(value ? sqlite3_bind_int64(stmt_, index, static_cast<std::int64_t>(*value)) : sqlite3_bind_null(stmt_, index));
-  }
-  Statement& bind_null(int index) { return check(sqlite3_bind_null(stmt_, index)); }
-  bool step(const char* doing) {
-    const int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    fail(db_, rc, *file_, doing);
-  }
-  void reset() {
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
-  }
-  std::string text(int column) const {
-    const void* p = sqlite3_column_blob(stmt_, column);
-    const int size = sqlite3_column_bytes(stmt_, column);
-    return p ? std::string(static_cast<const char*>(p), static_cast<std::size_t>(size)) : std::string();
-  }
-  std::int64_t integer(int column) const { return sqlite3_column_int64(stmt_, column); }
-  std::optional<std::uint64_t> optional_u64(int column) const {
-    if (sqlite3_column_type(stmt_, column) == SQLITE_NULL) return std::nullopt;
-    return static_cast<std::uint64_t>(sqlite3_column_int64(stmt_, column));
-  }
-
- private:
-  Statement& check(int rc) {
-    // SQLITE_TOOBIG: a text longer than SQLite's limit (1 GB by default).
-    if (rc != SQLITE_OK) fail(db_, rc, *file_, "binding a value");
-    return *this;
-  }
-
-  sqlite3* db_;
-  const std::string* file_;
-  sqlite3_stmt* stmt_ = nullptr;
-};
-
-void exec(sqlite3* db, const std::string& file, const char* sql, const char* doing) {
-  if (int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr); rc != SQLITE_OK) fail(db, rc, file, doing);
-}
-
-// BEGIN IMMEDIATE ... COMMIT, rolled back when left early.
-class Transaction {
- public:
-  Transaction(sqlite3* db, const std::string& file) : db_(db), file_(file) {
-    exec(db_, file_, "BEGIN IMMEDIATE", "starting a transaction");
-  }
-  ~Transaction() {
-    if (!done_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-  }
-  Transaction(const Transaction&) = delete;
-  Transaction& operator=(const Transaction&) = delete;
-  void commit() {
-    exec(db_, file_, "COMMIT", "committing");
-    done_ = true;
-  }
-
- private:
-  sqlite3* db_;
-  const std::string& file_;
-  bool done_ = false;
-};
 
 constexpr const char* kRunColumns =
     "r.id, r.command, r.asset, r.started_at, r.finished_at, r.aegis_version, r.exit_code, r.summary_json, "
@@ -337,7 +226,7 @@ void SqliteBackend::open() {
     if (!db_) throw core::Error("cannot open the finding store " + file_ + ": out of memory");
     const bool exists = fs::exists(path_, ec);
     const std::string folder = fs::absolute(path_, ec).parent_path().string();
-    std::string why = why_sqlite(db_);
+    std::string why = sqlite::why(db_);
     if (!exists) {
       // SQLite's errno is that of its last attempt (a read-only retry), not of the create: ask the folder.
       why = sqlite3_errmsg(db_);

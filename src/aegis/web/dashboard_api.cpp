@@ -517,7 +517,14 @@ ApiResponse DashboardApi::dispatch(const ApiRequest& request, const std::string&
     const auto username = string_field(*body, "username");
     const auto password = string_field(*body, "password");
     if (!username || !password) return error_response(400, "bad_request", "send {\"username\": ..., \"password\": ...}");
+    if (const auto wait = login_wait_seconds(request.client); wait > 0) {
+      ApiResponse response = error_response(429, "too_many_attempts", "too many failed logins from this address; try again in " +
+                                                                           std::to_string(wait) + " s");
+      response.headers.emplace_back("retry-after", std::to_string(wait));
+      return response;
+    }
     const LoginResult result = store_.login(*username, *password, request.client);
+    if (result.outcome != LoginResult::Outcome::Ok) record_failed_login(request.client);
     if (result.outcome == LoginResult::Outcome::LockedOut) {
       ApiResponse response = error_response(429, "locked_out", "too many failed logins for this user; try again in " +
                                                                    std::to_string(result.retry_after_s) + " s");
@@ -731,6 +738,34 @@ ApiResponse DashboardApi::dispatch(const ApiRequest& request, const std::string&
     return wrong_method();
   }
   return error_response(404, "not_found", "no such API endpoint: " + path + " (see /api/v1/openapi.json)");
+}
+
+std::int64_t DashboardApi::login_wait_seconds(const std::string& client) {
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(failures_mutex_);
+  const auto it = failures_.find(client);
+  if (it == failures_.end()) return 0;
+  auto& times = it->second;
+  while (!times.empty() && now - times.front() >= std::chrono::minutes(1)) times.pop_front();
+  if (times.empty()) {
+    failures_.erase(it);
+    return 0;
+  }
+  if (times.size() < options_.max_failed_logins_per_minute) return 0;
+  return std::max<std::int64_t>(
+      1, std::chrono::duration_cast<std::chrono::seconds>(times.front() + std::chrono::minutes(1) - now).count() + 1);
+}
+
+void DashboardApi::record_failed_login(const std::string& client) {
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(failures_mutex_);
+  // Bounded memory whatever the number of addresses: forget addresses whose failures are old.
+  if (failures_.size() >= 100'000)
+    for (auto it = failures_.begin(); it != failures_.end();)
+      it = !it->second.empty() && now - it->second.back() < std::chrono::minutes(1) ? std::next(it) : failures_.erase(it);
+  auto& times = failures_[client];
+  times.push_back(now);
+  while (times.size() > options_.max_failed_logins_per_minute) times.pop_front();
 }
 
 ApiResponse DashboardApi::static_file(const std::string& path) const {

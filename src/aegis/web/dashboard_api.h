@@ -4,6 +4,7 @@
 // it is tested without sockets.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <filesystem>
@@ -48,6 +49,9 @@ struct DashboardApiOptions {
   std::string alert_token;         // bearer token of POST /api/v1/gateway/alerts; empty: webhook off
   bool secure_cookies = false;     // add Secure to the session cookie (set behind HTTPS)
   std::size_t max_alerts = 1000;   // alerts kept in memory, newest first
+  // Failed logins one client address may make per minute, across all user names (the store's
+  // lockout is per user; this stops one address from spraying passwords over many names).
+  std::size_t max_failed_logins_per_minute = 20;
   MetricsFetcher fetch_metrics;
 };
 
@@ -63,8 +67,14 @@ class DashboardApi {
 
   DashboardStore& store_;
   DashboardApiOptions options_;
+  // Whether `client` may try another login now; seconds to wait otherwise.
+  std::int64_t login_wait_seconds(const std::string& client);
+  void record_failed_login(const std::string& client);
+
   std::mutex alerts_mutex_;
   std::deque<nlohmann::json> alerts_;
+  std::mutex failures_mutex_;
+  std::map<std::string, std::deque<std::chrono::steady_clock::time_point>> failures_;
 };
 
 // The OpenAPI 3.1 document of the API (served at /api/v1/openapi.json).

@@ -36,6 +36,7 @@
 #include "aegis/core/error.h"
 #include "aegis/core/json_shape.h"
 #include "aegis/store/finding_store.h"
+#include "aegis/store/sqlite_statement.h"
 
 namespace aegis::web {
 
@@ -54,7 +55,12 @@ int role_rank(std::string_view role) {
 namespace {
 
 constexpr std::string_view kWebComponent = "web";
-constexpr const char* kStoreHint = "pass another file with --store (or set AEGIS_STORE)";
+using store::sqlite::kStoreHint;
+using store::sqlite::BindValue;
+using store::sqlite::Statement;
+using store::sqlite::Transaction;
+using store::sqlite::exec;
+using store::sqlite::fail;
 constexpr std::string_view kGenesisHash = "0000000000000000000000000000000000000000000000000000000000000000";
 constexpr std::size_t kMaxComment = 4000;
 constexpr std::size_t kMaxPageSize = 500;
@@ -85,107 +91,6 @@ int severity_index(std::string_view name) {
 
 std::string_view trimmed_name(std::string_view text) { return text.substr(0, 200); }
 
-std::string why_sqlite(sqlite3* db) { return db ? sqlite3_errmsg(db) : "out of memory"; }
-
-[[noreturn]] void fail(sqlite3* db, int rc, const std::string& file, const std::string& doing) {
-  const std::string where = "dashboard store " + file + ": " + doing + ": " + why_sqlite(db);
-  switch (rc & 0xff) {
-    case SQLITE_BUSY:
-      throw core::Error(where + " (another process kept the store locked past the busy timeout)",
-                        "try again when the other Aegis command has finished");
-    case SQLITE_FULL:
-      throw core::Error(where, "free disk space, or put the store on another disk");
-    case SQLITE_READONLY:
-    case SQLITE_CANTOPEN:
-    case SQLITE_PERM:
-    case SQLITE_IOERR:
-      throw core::Error(where, "make the store and its folder writable (SQLite writes -wal and -shm files beside it)");
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      throw core::Error(where, "the store is damaged: keep it for inspection and " + std::string(kStoreHint));
-    default:
-      throw core::Error(where, "the store may be damaged or of another version; " + std::string(kStoreHint));
-  }
-}
-
-using BindValue = std::variant<std::int64_t, std::string>;
-
-class Statement {
- public:
-  Statement(sqlite3* db, const std::string& file, const std::string& sql) : db_(db), file_(&file) {
-    if (int rc = sqlite3_prepare_v2(db, sql.c_str(), static_cast<int>(sql.size()), &stmt_, nullptr); rc != SQLITE_OK)
-      fail(db, rc, file, "preparing a query");
-  }
-  ~Statement() { sqlite3_finalize(stmt_); }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-
-  Statement& bind(int index, std::string_view text) {
-    return check(sqlite3_bind_text64(stmt_, index, text.empty() ? "" : text.data(), text.size(), SQLITE_TRANSIENT,
-                                     SQLITE_UTF8));
-  }
-  Statement& bind(int index, std::int64_t value) { return check(sqlite3_bind_int64(stmt_, index, value)); }
-  Statement& bind_all(const std::vector<BindValue>& values) {
-    int index = 1;
-    for (const auto& value : values) {
-      if (const auto* number = std::get_if<std::int64_t>(&value)) bind(index++, *number);
-      else bind(index++, std::get<std::string>(value));
-    }
-    return *this;
-  }
-  bool step(const char* doing) {
-    const int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    fail(db_, rc, *file_, doing);
-  }
-  void reset() {
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
-  }
-  std::string text(int column) const {
-    const void* p = sqlite3_column_blob(stmt_, column);
-    const int size = sqlite3_column_bytes(stmt_, column);
-    return p ? std::string(static_cast<const char*>(p), static_cast<std::size_t>(size)) : std::string();
-  }
-  std::int64_t integer(int column) const { return sqlite3_column_int64(stmt_, column); }
-  bool is_null(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
-
- private:
-  Statement& check(int rc) {
-    if (rc != SQLITE_OK) fail(db_, rc, *file_, "binding a value");
-    return *this;
-  }
-  sqlite3* db_;
-  const std::string* file_;
-  sqlite3_stmt* stmt_ = nullptr;
-};
-
-void exec(sqlite3* db, const std::string& file, const char* sql, const char* doing) {
-  if (int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr); rc != SQLITE_OK) fail(db, rc, file, doing);
-}
-
-// BEGIN IMMEDIATE (writes) or BEGIN (reads: one snapshot) ... COMMIT, rolled back when left early.
-class Transaction {
- public:
-  Transaction(sqlite3* db, const std::string& file, bool write) : db_(db), file_(file) {
-    exec(db_, file_, write ? "BEGIN IMMEDIATE" : "BEGIN", "starting a transaction");
-  }
-  ~Transaction() {
-    if (!done_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-  }
-  Transaction(const Transaction&) = delete;
-  Transaction& operator=(const Transaction&) = delete;
-  void commit() {
-    exec(db_, file_, "COMMIT", "committing");
-    done_ = true;
-  }
-
- private:
-  sqlite3* db_;
-  const std::string& file_;
-  bool done_ = false;
-};
 
 std::string hex(const unsigned char* bytes, std::size_t size) {
   static constexpr char kDigits[] = "0123456789abcdef";
@@ -429,7 +334,7 @@ void DashboardStore::Impl::open() {
   { store::FindingStore findings(path); }
 
   if (int rc = sqlite3_open_v2(file.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr); rc != SQLITE_OK)
-    throw core::Error("cannot open the dashboard store " + file + ": " + why_sqlite(db),
+    throw core::Error("cannot open the dashboard store " + file + ": " + store::sqlite::why(db),
                       "make the file and its folder writable, or " + std::string(kStoreHint));
   sqlite3_extended_result_codes(db, 1);
   sqlite3_busy_timeout(db, 30'000);
