@@ -42,18 +42,22 @@ std::string slurp(const std::string& path) {
 }
 }  // namespace
 
-CommandResult run_cli(const std::vector<std::string>& args) {
+CommandResult run_cli(const std::vector<std::string>& args, const std::string& stdin_text) {
   char out_template[] = "/tmp/aegis-test-out-XXXXXX";
   char err_template[] = "/tmp/aegis-test-err-XXXXXX";
+  char in_template[] = "/tmp/aegis-test-in-XXXXXX";
   int out_fd = ::mkstemp(out_template);
   int err_fd = ::mkstemp(err_template);
-  if (out_fd < 0 || err_fd < 0) throw std::runtime_error("mkstemp failed");
+  int in_fd = ::mkstemp(in_template);
+  if (out_fd < 0 || err_fd < 0 || in_fd < 0) throw std::runtime_error("mkstemp failed");
+  if (::write(in_fd, stdin_text.data(), stdin_text.size()) != static_cast<ssize_t>(stdin_text.size()))
+    throw std::runtime_error("writing the command's standard input failed");
+  ::lseek(in_fd, 0, SEEK_SET);
   pid_t pid = ::fork();
   if (pid == 0) {
     ::dup2(out_fd, STDOUT_FILENO);
     ::dup2(err_fd, STDERR_FILENO);
-    int null_fd = ::open("/dev/null", O_RDONLY);
-    ::dup2(null_fd, STDIN_FILENO);
+    ::dup2(in_fd, STDIN_FILENO);
     std::vector<char*> argv;
     std::string program = AEGIS_CLI_PATH;
     argv.push_back(program.data());
@@ -67,6 +71,8 @@ CommandResult run_cli(const std::vector<std::string>& args) {
   ::waitpid(pid, &status, 0);
   ::close(out_fd);
   ::close(err_fd);
+  ::close(in_fd);
+  ::unlink(in_template);
   CommandResult result;
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   result.out = slurp(out_template);

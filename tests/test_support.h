@@ -23,8 +23,9 @@ struct CommandResult {
   std::string out;  // stdout
   std::string err;  // stderr
 };
-// Runs the built `aegis` binary with the given arguments (no shell involved).
-CommandResult run_cli(const std::vector<std::string>& args);
+// Runs the built `aegis` binary with the given arguments (no shell involved); `stdin_text` is its
+// standard input (empty: /dev/null).
+CommandResult run_cli(const std::vector<std::string>& args, const std::string& stdin_text = {});
 
 // Deterministic garbage for bad-input tests: `n` bytes from a linear congruential generator whose
 // state carries over between calls.

@@ -191,6 +191,24 @@ void register_users_command(CLI::App& app, int& exit_code) {
     std::cout << flags->name << " enabled\n";
     exit_code = 0;
   });
+  auto* verify = users->add_subcommand("verify-audit",
+                                      "Recompute the hash chain of the dashboard's audit log; exit 1 naming every record that was "
+                                      "changed, dropped or moved");
+  store_option(verify);
+  verify->callback([flags, &exit_code] {
+    web::DashboardStore store(flags->store);
+    const auto broken = store.verify_audit_log();
+    const auto total = store.audit_log(1, 0).value("total", 0);
+    if (broken.empty()) {
+      std::cout << "audit log intact: " << total << " record(s) chain up to the genesis hash\n";
+      exit_code = 0;
+      return;
+    }
+    std::cout << "audit log altered: " << broken.size() << " of " << total << " record(s) do not match their hashes:";
+    for (const auto seq : broken) std::cout << " " << seq;
+    std::cout << "\nkeep the store for inspection; the records before the first of these are intact\n";
+    exit_code = 1;
+  });
   auto* remove = users->add_subcommand("remove", "Remove a user");
   remove->add_option("name", flags->name, "user name")->required();
   store_option(remove);
